@@ -1,0 +1,71 @@
+//! The `vidlm` command line: a thin layer over the library crates. Each subcommand lives in its own
+//! module with its clap `Args` and a `run` function.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod ask;
+mod batch;
+mod frames;
+mod probe;
+mod summarize;
+
+/// vidlm: summarize videos, ask questions about clips, and run batch jobs over files and streams.
+#[derive(Parser)]
+#[command(name = "vidlm", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `vidlm_media=debug`. Also read from
+    /// RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print container, streams, duration and frame rate of a video (like ffprobe).
+    Probe(probe::Args),
+    /// Decode and sample frames; write them as PNGs with an index.json, or list their times.
+    Frames(frames::Args),
+    /// Answer a question about a video or images.
+    Ask(ask::Args),
+    /// Write timestamped descriptions of a video and an overall summary.
+    Summarize(summarize::Args),
+    /// Run summarize/ask jobs over a manifest of files, URLs and streams.
+    Batch(batch::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    let result = match cli.command {
+        Command::Probe(args) => probe::run(args),
+        Command::Frames(args) => frames::run(args),
+        Command::Ask(args) => ask::run(args),
+        Command::Summarize(args) => summarize::run(args),
+        Command::Batch(args) => batch::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the context chain joined, as users of ffmpeg expect.
+            eprintln!("vidlm: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,142 @@
+//! The contract between the models and the pipeline.
+
+use candle_core::Tensor;
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file of the model directory is missing or unreadable.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The checkpoint does not fit the architecture (unknown model_type, wrong tensor shape...).
+    #[error("invalid model: {0}")]
+    Invalid(String),
+    /// An input the model cannot take (no frames, a prompt over the context...).
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// One RGB24 frame handed to a model, with the time it shows (seconds from the start of the video).
+#[derive(Debug, Clone)]
+pub struct VideoFrame {
+    /// Packed RGB24, `width * height * 3` bytes, rows top to bottom.
+    pub rgb: Vec<u8>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Presentation time in seconds.
+    pub timestamp: f64,
+}
+
+/// The vision encoder's output for one frame (or a group of frames merged by pooling).
+#[derive(Debug, Clone)]
+pub struct VisualTokens {
+    /// `[grid_h * grid_w, hidden]` embeddings in the language model's space, row-major over the grid.
+    pub embeddings: Tensor,
+    /// Token grid height.
+    pub grid_h: usize,
+    /// Token grid width.
+    pub grid_w: usize,
+    /// Time of the first frame in the group, seconds.
+    pub start: f64,
+    /// Time of the last frame in the group, seconds.
+    pub end: f64,
+}
+
+/// How to generate text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f64,
+    /// Nucleus sampling threshold (1.0 disables it).
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0 disables it).
+    pub top_k: usize,
+    /// Penalty for tokens already present (1.0 disables it).
+    pub repetition_penalty: f32,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repetition_penalty: 1.0,
+            seed: 299792458,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-turn or end-of-sequence token.
+    Stop,
+    /// `max_new_tokens` reached.
+    Length,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Decoded text, special tokens skipped.
+    pub text: String,
+    /// Generated token ids (the stop token excluded).
+    pub token_ids: Vec<u32>,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Why it stopped.
+    pub finish: FinishReason,
+    /// Seconds spent on the prompt (prefill).
+    pub prefill_seconds: f64,
+    /// Seconds spent generating after the prompt.
+    pub decode_seconds: f64,
+}
+
+/// A vision-language model as the pipeline drives it.
+pub trait VisionLanguageModel: Send {
+    /// The model's name (hub id or directory).
+    fn name(&self) -> &str;
+
+    /// The most frames (or frame groups) one prompt should carry.
+    fn max_frames(&self) -> usize;
+
+    /// Encodes frames into visual tokens, one [`VisualTokens`] per frame, in order. Frames may come
+    /// from different videos: batching them is the caller's choice.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for an empty or malformed frame, [`ModelError::Candle`] on a failed op.
+    fn encode_frames(&mut self, frames: &[VideoFrame]) -> Result<Vec<VisualTokens>, ModelError>;
+
+    /// Answers `prompt` about a clip given as visual token groups with their times. `on_text` is
+    /// called with each new piece of decoded text as it is generated.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] when the prompt does not fit the context, others on failed ops.
+    fn generate(
+        &mut self,
+        clip: &[VisualTokens],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError>;
+}

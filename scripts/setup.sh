@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-time setup for building and testing vidlm on Debian/Ubuntu (run as root or with sudo):
+#  1. FFmpeg development libraries + clang (for ffmpeg-sys-next's bindgen) + the ffmpeg CLI (tests
+#     compare against ffprobe, and samples/make-synthetic.sh makes test clips with it);
+#  2. NVIDIA's NVRTC and CUDA headers from PyPI into .cuda/ (no GPU needed: CI compiles every kernel);
+#  3. the synthetic sample clips (samples/gen/).
+# Safe to rerun: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
+  libswresample-dev clang libclang-dev pkg-config ffmpeg)
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# NVRTC 13.0 (pinned: the GPU machines' driver is CUDA 13.0 and cannot load newer PTX).
+if [ ! -e .cuda/nvidia/cu13/lib/libnvrtc.so.13 ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target .cuda \
+    nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96
+fi
+
+bash samples/make-synthetic.sh
+echo "setup done"
