@@ -1,0 +1,54 @@
+//! vidlm-pipeline: the staged workers that turn videos into timestamped descriptions, summaries
+//! and answers.
+//!
+//! ```text
+//! decode+sample --> preprocess --> vision encode --> pool + chunk --> language model --> events
+//!  (N videos)      (M threads)    (batched across    (one thread)     (one thread)
+//!                                  videos)
+//! ```
+//!
+//! Stages are joined by bounded queues (backpressure), several videos are in flight at once, one
+//! failing video never stops the others, and a [`CancelToken`] stops everything cleanly keeping
+//! finished results. The [`Pipeline`] builder is the API; the `vidlm` command line is a thin layer
+//! over it. Presets (`pipelines/*.toml`) deserialize into [`PipelineConfig`].
+//!
+//! ```no_run
+//! # fn main() -> Result<(), vidlm_pipeline::PipelineError> {
+//! # let model: Box<dyn vidlm_models::VisionLanguageModel> = todo!();
+//! use vidlm_pipeline::{Pipeline, PipelineConfig};
+//! let config = PipelineConfig::load("pipelines/summarize.toml".as_ref())?;
+//! let pipeline = Pipeline::builder().config(config).model(model).build()?;
+//! let report = pipeline.summarize("samples/bbb-720p-5s.mp4")?;
+//! for s in &report.segments {
+//!     println!("[{:.1}-{:.1}] {}", s.start, s.end, s.text);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod batch;
+mod cancel;
+mod chunking;
+mod config;
+mod error;
+mod metrics;
+mod pipeline;
+mod pooling;
+mod report;
+mod source;
+mod workers;
+
+pub use cancel::{install_ctrlc, CancelToken};
+pub use chunking::{format_clock, merge_similar, Chunking, Segment};
+pub use config::{
+    ChunkingConfig, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig, PoolingConfig,
+    PromptConfig, SamplingConfig, WorkerConfig,
+};
+pub use error::{PipelineError, Result};
+pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, StageSeconds};
+pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};
+pub use pooling::{PoolOp, Pooling};
+pub use report::{write_atomic, AskReport, OutputFormat, SamplingInfo, SummaryReport};
+pub use source::{
+    is_live_input, FrameSource, MediaOpener, SampleRequest, SourceFrame, SourceInfo, SourceOpener,
+};
+pub use workers::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
