@@ -1,0 +1,279 @@
+//! Qwen3-VL behind [`VisionLanguageModel`]: weights + tokenizer + processor, frames in, answers out.
+//!
+//! Frames are encoded in temporal patches of two (the vision tower's conv3d takes frame pairs; an
+//! odd last frame is repeated, as transformers pads). Each pair becomes one [`VisualTokens`] group:
+//! `start`/`end` are its two frames' times, `grid_h x grid_w` its merged token grid, and its
+//! `embeddings` hold, side by side, the merged tokens and each DeepStack layer's features:
+//! `[tokens, hidden * (1 + deepstack layers)]`. Keeping them in one tensor lets a pooling stage
+//! that averages rows treat both alike (DeepStack is added linearly at the same positions).
+//! The prompt renders each group as transformers renders a frame pair: `<T seconds>` (the mean of
+//! `start` and `end`, one decimal) then `<|vision_start|>`, one `<|video_pad|>` per token,
+//! `<|vision_end|>`; positions follow `get_rope_index` with one grid per group.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use super::processor::{rope_index, Expansion, PixelInput, Processor, VisualKind};
+use super::{Qwen3Vl, VisualInput};
+use crate::generation::decode_loop;
+use crate::{
+    Generation, GenerationParams, LoadOptions, ModelError, VideoFrame, VisionLanguageModel,
+    VisualTokens,
+};
+
+/// A loaded Qwen3-VL ready to answer.
+pub struct Qwen3VlEngine {
+    name: String,
+    dir: PathBuf,
+    /// The weights.
+    pub model: Qwen3Vl,
+    /// The processor.
+    pub processor: Processor,
+    stop_ids: Vec<u32>,
+    max_frames: usize,
+}
+
+impl std::fmt::Debug for Qwen3VlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qwen3VlEngine")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// True when `dir/config.json` says model_type "qwen3_vl".
+pub fn is_qwen3_vl(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("model_type")
+                .and_then(|m| m.as_str())
+                .map(|m| m == "qwen3_vl")
+        })
+        .unwrap_or(false)
+}
+
+fn eos_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Qwen3VlEngine {
+    /// Loads a model from a local directory or hub id (see [`crate::hub::resolve`]).
+    ///
+    /// # Errors
+    /// [`ModelError::File`] / [`ModelError::Invalid`] for missing files, another model_type,
+    /// missing or misshapen tensors, an unreachable hub.
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, ModelError> {
+        if let Some(n) = opts.threads {
+            crate::generation::set_threads(n);
+        }
+        let dir = crate::hub::resolve(spec)?;
+        let model = Qwen3Vl::load(&dir, opts.dtype, &opts.device)?;
+        let processor = Processor::load(&dir)?;
+        let mut stop_ids = eos_ids(model.config.text_config.eos_token_id.as_ref());
+        if let Ok(t) = std::fs::read_to_string(dir.join("generation_config.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
+                stop_ids.extend(eos_ids(v.get("eos_token_id")));
+            }
+        }
+        if let Some(id) = processor.tokenizer.token_to_id("<|im_end|>") {
+            stop_ids.push(id);
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let max_frames = opts
+            .max_frames
+            .or(processor.video.max_frames)
+            .unwrap_or(768)
+            .max(1);
+        Ok(Self {
+            name: spec.to_string(),
+            dir,
+            model,
+            processor,
+            stop_ids,
+            max_frames,
+        })
+    }
+
+    /// The directory the files were read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Ids that end generation.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Prefills `ids` (positions from the mm token types and grids) and generates.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] when placeholders and visual tokens disagree or the context
+    /// overflows; others on failed ops.
+    pub fn generate_ids(
+        &mut self,
+        ids: &[u32],
+        pos: &[Vec<i64>; 3],
+        visual: Option<&VisualInput>,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        let t0 = Instant::now();
+        let first = self.model.prefill(ids, pos, visual, false)?;
+        let prefill_seconds = t0.elapsed().as_secs_f64();
+        let model = &mut self.model;
+        let mut step = |t: u32| model.step(t);
+        let d = decode_loop(
+            first,
+            ids,
+            params,
+            &self.stop_ids,
+            &self.processor.tokenizer,
+            &mut step,
+            on_text,
+        )?;
+        Ok(Generation {
+            text: d.text,
+            token_ids: d.token_ids,
+            prompt_tokens: ids.len(),
+            finish: d.finish,
+            prefill_seconds,
+            decode_seconds: d.seconds,
+        })
+    }
+
+    /// Answers `question` about one image (image mode).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for a malformed image; others as [`Qwen3VlEngine::generate_ids`].
+    pub fn ask_image(
+        &mut self,
+        image: &VideoFrame,
+        question: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        let device = self.model.text.device();
+        let px = self.processor.image_pixels(image, &device)?;
+        let m = self.model.config.vision_config.spatial_merge_size;
+        let tokens = px.grid.iter().product::<usize>() / (m * m);
+        let chat = self.processor.chat_prompt(VisualKind::Image, question)?;
+        let prompt = self.processor.expand(&chat, &Expansion::Image { tokens })?;
+        let (pos, _) = rope_index(&prompt.mm_token_type_ids, &[px.grid], &[], m)?;
+        let visual = self.model.encode(&[(px.pixels, px.grid)])?;
+        self.generate_ids(&prompt.ids, &pos, Some(&visual), params, on_text)
+    }
+
+    /// Encodes already processed video pixels into one group per temporal patch.
+    fn groups(
+        &self,
+        px: PixelInput,
+        frames: &[VideoFrame],
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        let out = self.model.vision.forward(&px.pixels, px.grid)?;
+        let m = self.model.config.vision_config.spatial_merge_size;
+        let tp = self.model.config.vision_config.temporal_patch_size;
+        let (gh, gw) = (px.grid[1] / m, px.grid[2] / m);
+        let per = gh * gw;
+        let mut cols = vec![out.embeds];
+        cols.extend(out.deepstack);
+        let all = Tensor::cat(&cols, 1)?;
+        (0..px.grid[0])
+            .map(|t| {
+                let first = &frames[(t * tp).min(frames.len() - 1)];
+                let last = &frames[(t * tp + tp - 1).min(frames.len() - 1)];
+                Ok(VisualTokens {
+                    embeddings: all.narrow(0, t * per, per)?,
+                    grid_h: gh,
+                    grid_w: gw,
+                    start: first.timestamp,
+                    end: last.timestamp,
+                })
+            })
+            .collect()
+    }
+}
+
+impl VisionLanguageModel for Qwen3VlEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_frames(&self) -> usize {
+        self.max_frames
+    }
+
+    /// One group per temporal patch (two frames): see the module docs. The frames are processed as
+    /// one video (one smart-resize for all, so they must share a size).
+    fn encode_frames(&mut self, frames: &[VideoFrame]) -> Result<Vec<VisualTokens>, ModelError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = self.model.text.device();
+        let px = self.processor.video_pixels(frames, &device)?;
+        self.groups(px, frames)
+    }
+
+    fn generate(
+        &mut self,
+        clip: &[VisualTokens],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        if clip.is_empty() {
+            return Err(ModelError::Input("no frames in the clip".into()));
+        }
+        let hidden = self.model.config.text_config.hidden_size;
+        let layers = self
+            .model
+            .config
+            .vision_config
+            .deepstack_visual_indexes
+            .len();
+        let m = self.model.config.vision_config.spatial_merge_size;
+        let mut pairs = Vec::with_capacity(clip.len());
+        let mut grids = Vec::with_capacity(clip.len());
+        for (i, g) in clip.iter().enumerate() {
+            let (n, d) = g.embeddings.dims2()?;
+            if d != hidden * (1 + layers) || n != g.grid_h * g.grid_w {
+                return Err(ModelError::Input(format!(
+                    "group {i}: embeddings {:?} do not fit a {}x{} grid of {} columns",
+                    g.embeddings.dims(),
+                    g.grid_h,
+                    g.grid_w,
+                    hidden * (1 + layers)
+                )));
+            }
+            pairs.push(((g.start + g.end) / 2.0, n));
+            grids.push([1, g.grid_h * m, g.grid_w * m]);
+        }
+        let rows: Vec<&Tensor> = clip.iter().map(|g| &g.embeddings).collect();
+        let all = Tensor::cat(&rows, 0)?;
+        let visual = VisualInput {
+            embeds: all.narrow(1, 0, hidden)?,
+            deepstack: (0..layers)
+                .map(|l| all.narrow(1, hidden * (l + 1), hidden))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+        };
+        let chat = self.processor.chat_prompt(VisualKind::Video, prompt)?;
+        let p = self.processor.expand(&chat, &Expansion::Video { pairs })?;
+        let (pos, _) = rope_index(&p.mm_token_type_ids, &[], &grids, m)?;
+        self.generate_ids(&p.ids, &pos, Some(&visual), params, on_text)
+    }
+}
