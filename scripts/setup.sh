@@ -18,7 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# NVRTC 13.0 (pinned: the GPU machines' driver is CUDA 13.0 and cannot load newer PTX).
+# NVRTC 13.0 (pinned: the GPU machines' driver is CUDA 13.0 and cannot load newer PTX). vidlm-kernels
+# loads .cuda/nvidia/cu13/lib/libnvrtc.so.13 by path when it is not on the library path, so tests
+# need no LD_LIBRARY_PATH (VIDLM_NVRTC_DIR points elsewhere). The kernels include no CUDA headers.
 if [ ! -e .cuda/nvidia/cu13/lib/libnvrtc.so.13 ]; then
   python3 -m pip install -q --disable-pip-version-check --no-deps --target .cuda \
     nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96
