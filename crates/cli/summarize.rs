@@ -28,7 +28,8 @@ pub struct PipelineArgs {
     /// Most frames sampled per video.
     #[arg(long, value_name = "N")]
     pub max_frames: Option<usize>,
-    /// Most frame groups per prompt (default: the model's own limit).
+    /// Most frames per prompt (default: the model's own limit; Qwen3-VL's frame pairs count as
+    /// two).
     #[arg(long, value_name = "N")]
     pub prompt_frames: Option<usize>,
     /// Token pooling: none, mean:K, spatial:KxK, adaptive:TAU, or a `+`-joined chain.

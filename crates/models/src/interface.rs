@@ -127,6 +127,31 @@ pub trait VisionLanguageModel: Send {
     /// [`ModelError::Input`] for an empty or malformed frame, [`ModelError::Candle`] on a failed op.
     fn encode_frames(&mut self, frames: &[VideoFrame]) -> Result<Vec<VisualTokens>, ModelError>;
 
+    /// Frames one [`VisualTokens`] group covers: 1 for encoders that see frames one at a time,
+    /// 2 for Qwen3-VL's temporal patches (frame pairs). [`Self::encode_frames`] returns
+    /// `frames.len().div_ceil(frames_per_group())` groups; a caller that encodes a video in
+    /// several calls should give each call a multiple of this many frames of one video.
+    fn frames_per_group(&self) -> usize {
+        1
+    }
+
+    /// [`Self::encode_frames`] for frames that are part of a clip of `clip_frames` frames (from
+    /// one video) that will be given to the model together. A model whose resize depends on the
+    /// frame count (Qwen3-VL's pixel budget covers the whole video) sizes every call as for the
+    /// whole clip, so encoding a clip in batches gives the tokens of encoding it at once. The
+    /// default ignores `clip_frames`.
+    ///
+    /// # Errors
+    /// As [`Self::encode_frames`].
+    fn encode_clip_frames(
+        &mut self,
+        frames: &[VideoFrame],
+        clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        let _ = clip_frames;
+        self.encode_frames(frames)
+    }
+
     /// Answers `prompt` about a clip given as visual token groups with their times. `on_text` is
     /// called with each new piece of decoded text as it is generated.
     ///

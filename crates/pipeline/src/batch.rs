@@ -406,6 +406,9 @@ fn ok_record(pipeline: &Pipeline, id: &str, job: &JobSpec, output: &JobOutput) -
                 answer: a.answer.clone(),
                 token_ids: a.token_ids.clone(),
                 evidence: a.evidence.clone(),
+                answer_times: crate::timestamps::answer_ranges(
+                    &a.answer, a.duration, job.from, job.to,
+                ),
                 frames: a.frames.clone(),
                 chunks: a.chunks.clone(),
                 timings: a.timings,

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use vidlm_models::VisualTokens;
 
+use crate::timestamps::TimeSource;
 use crate::{PipelineError, Result};
 
 /// The chunking policy a job asks for.
@@ -263,15 +264,30 @@ pub struct Segment {
     pub end: f64,
     /// What the model said about this range.
     pub text: String,
+    /// Whether `start`/`end` come from the chunk grid or from times the model wrote.
+    #[serde(default)]
+    pub time_source: TimeSource,
+}
+
+impl Segment {
+    /// A segment whose times come from the chunk grid.
+    pub fn grid(start: f64, end: f64, text: impl Into<String>) -> Self {
+        Self {
+            start,
+            end,
+            text: text.into(),
+            time_source: TimeSource::Grid,
+        }
+    }
 }
 
 /// Merges adjacent segments whose texts say the same thing: word-set Jaccard similarity at or
-/// above `threshold` (1.0 merges only identical wordings; above 1.0 merges nothing). The merged
-/// segment spans both ranges and keeps the first text.
+/// above `threshold` (1.0 merges only identical wordings; above 1.0 merges nothing) and whose
+/// times come from the same source. The merged segment spans both ranges and keeps the first text.
 ///
 /// ```
 /// use vidlm_pipeline::{merge_similar, Segment};
-/// let s = |a, b, t: &str| Segment { start: a, end: b, text: t.into() };
+/// let s = |a, b, t: &str| Segment::grid(a, b, t);
 /// let merged = merge_similar(
 ///     vec![s(0.0, 5.0, "A rabbit sits."), s(5.0, 10.0, "a rabbit sits"), s(10.0, 12.0, "It runs.")],
 ///     0.8,
@@ -282,7 +298,10 @@ pub fn merge_similar(segments: Vec<Segment>, threshold: f64) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::with_capacity(segments.len());
     for seg in segments {
         if let Some(last) = out.last_mut() {
-            if threshold <= 1.0 && text_similarity(&last.text, &seg.text) >= threshold {
+            if threshold <= 1.0
+                && last.time_source == seg.time_source
+                && text_similarity(&last.text, &seg.text) >= threshold
+            {
                 last.end = last.end.max(seg.end);
                 continue;
             }
@@ -435,11 +454,7 @@ mod tests {
 
     #[test]
     fn merges_only_adjacent_similar_texts() {
-        let s = |a: f64, b: f64, t: &str| Segment {
-            start: a,
-            end: b,
-            text: t.into(),
-        };
+        let s = |a: f64, b: f64, t: &str| Segment::grid(a, b, t);
         let input = vec![s(0.0, 1.0, "x y"), s(1.0, 2.0, "z"), s(2.0, 3.0, "x y")];
         assert_eq!(merge_similar(input.clone(), 0.9), input);
         assert_eq!(merge_similar(input.clone(), 2.0), input);

@@ -104,8 +104,9 @@ impl PipelineConfig {
 pub struct ModelConfig {
     /// A local model directory or a hub id.
     pub id: String,
-    /// Most frame groups per prompt (None: the checkpoint's own limit). Longer videos are
-    /// chunked so each chunk fits.
+    /// Most frames per prompt (None: the checkpoint's own limit). Longer videos are chunked so
+    /// each chunk fits. A model that encodes frames in groups (Qwen3-VL: pairs) gets
+    /// `max_frames / frames per group` groups.
     pub max_frames: Option<usize>,
     /// CPU threads for the model's matmuls (None: all cores).
     pub threads: Option<usize>,

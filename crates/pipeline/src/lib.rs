@@ -35,6 +35,7 @@ mod pipeline;
 mod pooling;
 mod report;
 mod source;
+mod timestamps;
 mod workers;
 
 pub use cancel::{install_ctrlc, CancelToken};
@@ -51,4 +52,5 @@ pub use report::{write_atomic, AskReport, OutputFormat, SamplingInfo, SummaryRep
 pub use source::{
     is_live_input, FrameSource, MediaOpener, SampleRequest, SourceFrame, SourceInfo, SourceOpener,
 };
+pub use timestamps::{answer_times, model_segments, parse_times, TimeMention, TimeSource};
 pub use workers::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};

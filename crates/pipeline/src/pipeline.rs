@@ -86,6 +86,12 @@ impl PipelineBuilder {
         }
         let max_frames = model.max_frames().max(1);
         let model_name = model.name().to_string();
+        // The encoder decides how frames group (Qwen3-VL: pairs); both instances are one model.
+        let frames_per_group = self
+            .encoder
+            .as_ref()
+            .map_or(model.frames_per_group(), |e| e.frames_per_group())
+            .max(1);
         Ok(Pipeline {
             config: self.config,
             llm: Mutex::new(model),
@@ -95,6 +101,7 @@ impl PipelineBuilder {
                 .unwrap_or_else(|| Box::new(crate::source::MediaOpener)),
             cancel: self.cancel.unwrap_or_default(),
             max_frames,
+            frames_per_group,
             model_name,
         })
     }
@@ -127,6 +134,7 @@ pub struct Pipeline {
     opener: Box<dyn SourceOpener>,
     cancel: CancelToken,
     max_frames: usize,
+    frames_per_group: usize,
     model_name: String,
 }
 
@@ -184,6 +192,7 @@ impl Pipeline {
             llm: &self.llm,
             config: &self.config,
             max_frames: self.max_frames,
+            frames_per_group: self.frames_per_group,
             metrics: &metrics,
             cancel: &self.cancel,
         };
@@ -252,6 +261,7 @@ impl Pipeline {
         };
         match self.run_one(job)? {
             JobOutput::Answer(out) => Ok(AskReport {
+                answer_times: crate::timestamps::answer_ranges(&out.answer, out.duration, from, to),
                 video: input.to_string(),
                 model: self.model_name.clone(),
                 question: question.to_string(),

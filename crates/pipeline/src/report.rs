@@ -65,6 +65,9 @@ pub struct AskReport {
     pub token_ids: Vec<u32>,
     /// Time ranges whose frames the answer used.
     pub evidence: Vec<TimeRange>,
+    /// Times the answer itself mentions, parsed and checked against the asked range
+    /// (`end == start` for a single time).
+    pub answer_times: Vec<TimeRange>,
     /// Timestamps of the frame groups in the prompt.
     pub frames: Vec<f64>,
     /// Chunk descriptions used to find the evidence (empty for clips that fit one prompt).
@@ -211,16 +214,8 @@ mod tests {
                 frames: 12,
             },
             segments: vec![
-                Segment {
-                    start: 0.0,
-                    end: 5.0,
-                    text: "one\n\ntwo".into(),
-                },
-                Segment {
-                    start: 5.0,
-                    end: 12.0,
-                    text: "three".into(),
-                },
+                Segment::grid(0.0, 5.0, "one\n\ntwo"),
+                Segment::grid(5.0, 12.0, "three"),
             ],
             chunks: vec![],
             summary: "all".into(),

@@ -19,6 +19,7 @@ use crate::chunking::{format_clock, merge_similar, words, Chunker, Plan, RawChun
 use crate::error::panic_message;
 use crate::metrics::{JobTimings, Metrics, Stage};
 use crate::source::{expected_frames, SampleRequest, SourceFrame, SourceInfo, SourceOpener};
+use crate::timestamps::model_segments;
 use crate::{CancelToken, PipelineConfig, PipelineError, Result};
 
 /// What a job asks for.
@@ -233,7 +234,10 @@ pub(crate) struct Graph<'a> {
     pub encoder: &'a Mutex<Box<dyn VisionLanguageModel>>,
     pub llm: &'a Mutex<Box<dyn VisionLanguageModel>>,
     pub config: &'a PipelineConfig,
+    /// The model's frame budget per prompt (frames, not groups).
     pub max_frames: usize,
+    /// Frames per visual-token group of the encoder (2 for Qwen3-VL's frame pairs).
+    pub frames_per_group: usize,
     pub metrics: &'a Metrics,
     pub cancel: &'a CancelToken,
 }
@@ -452,6 +456,9 @@ impl Graph<'_> {
         tx: Sender<Msg<Encoded>>,
     ) {
         let rx = self.barrier(rx);
+        if self.frames_per_group > 1 {
+            return self.encode_worker_grouped(jobs, rx, tx);
+        }
         let batch_size = self.config.workers.encode_batch;
         let mut failed: HashSet<usize> = HashSet::new();
         loop {
@@ -508,7 +515,7 @@ impl Graph<'_> {
         let (jobs, items): (Vec<usize>, Vec<Prepped>) = batch.into_iter().unzip();
         let (frames, scenes): (Vec<VideoFrame>, Vec<Option<f32>>) =
             items.into_iter().map(|p| (p.frame, p.scene)).unzip();
-        match self.encode(&jobs, &frames) {
+        match self.encode(&jobs, &frames, None) {
             Ok(tokens) => tokens
                 .into_iter()
                 .zip(jobs)
@@ -545,10 +552,172 @@ impl Graph<'_> {
         }
     }
 
-    fn encode(&self, jobs: &[usize], frames: &[VideoFrame]) -> Result<Vec<VisualTokens>> {
+    /// The frame-group encoder's path: frames are batched per job, in whole groups (an odd frame
+    /// only at the job's end), each call sized for the frames of one prompt (`clip_frames`), so
+    /// groups never straddle two videos and a clip encoded in batches gives the tokens of
+    /// encoding it at once.
+    fn encode_worker_grouped(
+        &self,
+        jobs: &[JobSpec],
+        rx: Receiver<Msg<Prepped>>,
+        tx: Sender<Msg<Encoded>>,
+    ) {
+        let fpg = self.frames_per_group;
+        let target = self.config.workers.encode_batch.div_ceil(fpg) * fpg;
+        let mut pending: HashMap<usize, Vec<Prepped>> = HashMap::new();
+        let mut clip: HashMap<usize, usize> = HashMap::new();
+        let mut failed: HashSet<usize> = HashSet::new();
+        let flush = |job: usize,
+                     items: Vec<Prepped>,
+                     clip: usize,
+                     failed: &mut HashSet<usize>|
+         -> Vec<Msg<Encoded>> {
+            if items.is_empty() || self.cancel.is_cancelled() {
+                return Vec::new();
+            }
+            let (frames, scenes): (Vec<VideoFrame>, Vec<Option<f32>>) =
+                items.into_iter().map(|p| (p.frame, p.scene)).unzip();
+            let jobs_of = vec![job; frames.len()];
+            match self.encode(&jobs_of, &frames, Some(clip)) {
+                Ok(tokens) => tokens
+                    .into_iter()
+                    .zip(scenes.chunks(fpg))
+                    .map(|(tokens, sc)| Msg::Item {
+                        job,
+                        // The group's scene score: the largest change inside it.
+                        item: Encoded {
+                            tokens,
+                            scene: sc.iter().flatten().copied().reduce(f32::max),
+                        },
+                    })
+                    .collect(),
+                Err(e) => {
+                    failed.insert(job);
+                    vec![Msg::Failed {
+                        job,
+                        error: with_input(&jobs[job].input, &e),
+                    }]
+                }
+            }
+        };
+        for msg in rx.iter() {
+            let out: Vec<Msg<Encoded>> = match msg {
+                Msg::Start { job, info } => {
+                    let (plan, span, expected, _) = self.plan(&jobs[job], &info);
+                    let n = clip_frames(
+                        plan,
+                        span,
+                        expected,
+                        &self.config.sampling.strategy,
+                        self.max_frames,
+                    );
+                    clip.insert(job, n);
+                    vec![Msg::Start { job, info }]
+                }
+                Msg::Item { job, item } => {
+                    if failed.contains(&job) || self.cancel.is_cancelled() {
+                        continue;
+                    }
+                    let buf = pending.entry(job).or_default();
+                    buf.push(item);
+                    if buf.len() < target {
+                        continue;
+                    }
+                    let items = std::mem::take(buf);
+                    let c = clip.get(&job).copied().unwrap_or(self.max_frames);
+                    flush(job, items, c, &mut failed)
+                }
+                Msg::End { job } => {
+                    let items = pending.remove(&job).unwrap_or_default();
+                    let c = clip.remove(&job).unwrap_or(self.max_frames);
+                    let mut out = flush(job, items, c, &mut failed);
+                    if !failed.contains(&job) {
+                        out.push(Msg::End { job });
+                    }
+                    out
+                }
+                Msg::Failed { job, error } => {
+                    pending.remove(&job);
+                    clip.remove(&job);
+                    if failed.contains(&job) {
+                        continue;
+                    }
+                    vec![Msg::Failed { job, error }]
+                }
+                Msg::Cancelled { job } => {
+                    pending.remove(&job);
+                    clip.remove(&job);
+                    if failed.contains(&job) {
+                        continue;
+                    }
+                    vec![Msg::Cancelled { job }]
+                }
+            };
+            let mut out = out;
+            // Nothing else queued: encode the whole groups waiting rather than wait for a full
+            // batch (a live window or a slow decoder must not hold frames back).
+            if rx.is_empty() {
+                let ready: Vec<usize> = pending
+                    .iter()
+                    .filter(|(_, b)| b.len() >= fpg)
+                    .map(|(j, _)| *j)
+                    .collect();
+                for job in ready {
+                    let buf = pending.get_mut(&job).expect("listed above");
+                    let whole = buf.len() / fpg * fpg;
+                    let items: Vec<Prepped> = buf.drain(..whole).collect();
+                    let c = clip.get(&job).copied().unwrap_or(self.max_frames);
+                    out.extend(flush(job, items, c, &mut failed));
+                }
+            }
+            for m in out {
+                if tx.send(m).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The chunk plan of a job once its input is open: (plan, span, expected frames, end time).
+    fn plan(
+        &self,
+        spec: &JobSpec,
+        info: &SourceInfo,
+    ) -> (Plan, Option<f64>, Option<f64>, Option<f64>) {
+        let cfg = self.config;
+        let from = spec.from.unwrap_or(0.0);
+        let end = match (info.duration.filter(|_| !info.live), spec.to) {
+            (Some(d), Some(t)) => Some(d.min(t)),
+            (Some(d), None) => Some(d),
+            (None, _) => None,
+        };
+        let span = end.map(|e| (e - from).max(0.0));
+        let expected =
+            span.and_then(|s| expected_frames(&cfg.sampling.strategy, s, cfg.sampling.max_frames));
+        let plan = Plan::resolve(
+            cfg.chunking.policy,
+            span,
+            expected,
+            self.max_frames,
+            cfg.chunking.window,
+        );
+        (plan, span, expected, end)
+    }
+
+    /// One encoder call; every group's times are those of its first and last frame.
+    fn encode(
+        &self,
+        jobs: &[usize],
+        frames: &[VideoFrame],
+        clip: Option<usize>,
+    ) -> Result<Vec<VisualTokens>> {
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            lock(self.encoder).encode_frames(frames)
+            let mut model = lock(self.encoder);
+            match clip {
+                Some(c) => model.encode_clip_frames(frames, c),
+                None => model.encode_frames(frames),
+            }
         }));
         let elapsed = t0.elapsed();
         // Attribute the batch's time to its jobs by their share of frames.
@@ -567,20 +736,21 @@ impl Graph<'_> {
                 })
             }
         };
-        if tokens.len() != frames.len() {
+        let fpg = self.frames_per_group;
+        if tokens.len() != frames.len().div_ceil(fpg) {
             return Err(PipelineError::Panic {
                 stage: "encode",
                 message: format!(
-                    "the model returned {} token groups for {} frames",
+                    "the model returned {} token groups for {} frames ({fpg} frames a group)",
                     tokens.len(),
                     frames.len()
                 ),
             });
         }
         // Times are ours by construction, whatever the model copied.
-        for (t, f) in tokens.iter_mut().zip(frames) {
-            t.start = f.timestamp;
-            t.end = f.timestamp;
+        for (t, f) in tokens.iter_mut().zip(frames.chunks(fpg)) {
+            t.start = f[0].timestamp;
+            t.end = f[f.len() - 1].timestamp;
         }
         self.metrics.add_encoded(frames.len() as u64);
         Ok(tokens)
@@ -593,30 +763,13 @@ impl Graph<'_> {
             end: Option<f64>,
         }
         let rx = self.barrier(rx);
-        let cfg = self.config;
         let mut state: HashMap<usize, PoolJob> = HashMap::new();
         for msg in rx {
             let mut out: Vec<Msg<ChunkMsg>> = Vec::new();
             match msg {
                 Msg::Start { job, info } => {
-                    let spec = &jobs[job];
-                    let from = spec.from.unwrap_or(0.0);
-                    let end = match (info.duration.filter(|_| !info.live), spec.to) {
-                        (Some(d), Some(t)) => Some(d.min(t)),
-                        (Some(d), None) => Some(d),
-                        (None, _) => None,
-                    };
-                    let span = end.map(|e| (e - from).max(0.0));
-                    let expected = span.and_then(|s| {
-                        expected_frames(&cfg.sampling.strategy, s, cfg.sampling.max_frames)
-                    });
-                    let plan = Plan::resolve(
-                        cfg.chunking.policy,
-                        span,
-                        expected,
-                        self.max_frames,
-                        cfg.chunking.window,
-                    );
+                    let from = jobs[job].from.unwrap_or(0.0);
+                    let (plan, span, expected, end) = self.plan(&jobs[job], &info);
                     tracing::debug!(job, ?plan, ?span, ?expected, "chunk plan");
                     state.insert(
                         job,
@@ -697,7 +850,7 @@ impl Graph<'_> {
 
     fn pool_chunk(&self, raw: RawChunk, whole: bool) -> Result<ChunkMsg> {
         let groups = self.config.pooling.method.apply(raw.groups)?;
-        let groups = thin(groups, self.max_frames);
+        let groups = thin(groups, self.group_budget());
         self.metrics.add_groups(groups.len() as u64);
         tracing::debug!(
             index = raw.index,
@@ -871,11 +1024,7 @@ impl Graph<'_> {
                     ],
                 );
                 let text = self.generate(&mut st.usage, &chunk.groups, &prompt, job)?;
-                let segment = Segment {
-                    start: chunk.start,
-                    end: chunk.end,
-                    text,
-                };
+                let segment = Segment::grid(chunk.start, chunk.end, text);
                 st.described.push(segment.clone());
                 if let Some(first) = chunk.groups.first() {
                     st.reps.push(first.clone());
@@ -895,7 +1044,15 @@ impl Graph<'_> {
                     return Err(no_frames(&spec.input));
                 }
                 let chunks = std::mem::take(&mut st.described);
-                let segments = merge_similar(chunks.clone(), self.config.chunking.merge_threshold);
+                // Where a description says when things happen, its times replace the grid's
+                // (checked against the chunk's range).
+                let timed: Vec<Segment> = chunks
+                    .iter()
+                    .flat_map(|c| {
+                        model_segments(&c.text, c.start, c.end).unwrap_or_else(|| vec![c.clone()])
+                    })
+                    .collect();
+                let segments = merge_similar(timed, self.config.chunking.merge_threshold);
                 let summary = if chunks.len() == 1 {
                     chunks[0].text.clone()
                 } else {
@@ -918,7 +1075,7 @@ impl Graph<'_> {
                 let selected: Vec<usize> = if st.whole {
                     (0..st.kept.len()).collect()
                 } else {
-                    select_chunks(question, &st.described, &st.kept, self.max_frames)
+                    select_chunks(question, &st.described, &st.kept, self.group_budget())
                 };
                 let mut evidence = Vec::new();
                 let mut groups = Vec::new();
@@ -927,7 +1084,7 @@ impl Graph<'_> {
                     evidence.push(*range);
                     groups.extend(g.iter().cloned());
                 }
-                let groups = thin(groups, self.max_frames);
+                let groups = thin(groups, self.group_budget());
                 let prompt = fill(&self.config.prompts.ask, &[("question", question.clone())]);
                 let g = self.generate_raw(&mut st.usage, &groups, &prompt, job)?;
                 Ok(JobOutput::Answer(AnswerOutput {
@@ -952,11 +1109,16 @@ impl Graph<'_> {
                 if !st.reps.is_empty() =>
             {
                 tracing::debug!("text-only prompt refused ({why}); adding one frame per chunk");
-                let reps = thin(st.reps.clone(), self.max_frames);
+                let reps = thin(st.reps.clone(), self.group_budget());
                 self.generate(&mut st.usage, &reps, prompt, job)
             }
             other => other,
         }
+    }
+
+    /// Visual-token groups one prompt may carry: the frame budget over the frames per group.
+    fn group_budget(&self) -> usize {
+        (self.max_frames / self.frames_per_group.max(1)).max(1)
     }
 
     fn timings(&self, job: usize) -> JobTimings {
@@ -1018,11 +1180,7 @@ impl Graph<'_> {
                     &[("segments", text), ("duration", duration.clone())],
                 );
                 let summary = self.generate_text(st, &prompt, job)?;
-                next.push(Segment {
-                    start: g[0].start,
-                    end: g[g.len() - 1].end,
-                    text: summary,
-                });
+                next.push(Segment::grid(g[0].start, g[g.len() - 1].end, summary));
             }
             level = next;
         }
@@ -1058,6 +1216,30 @@ fn with_input(input: &str, e: &dyn std::fmt::Display) -> String {
     } else {
         format!("{input}: {s}")
     }
+}
+
+/// Frames one prompt of `plan` will carry (the whole clip, or one chunk or window at the sampling
+/// rate), at most `max_frames`; `max_frames` when the rate is unknown (`keyframes`, `scene:T`,
+/// `all`). Sizes the encoder calls of models whose pixel budget covers a whole clip.
+fn clip_frames(
+    plan: Plan,
+    span: Option<f64>,
+    expected: Option<f64>,
+    strategy: &str,
+    max_frames: usize,
+) -> usize {
+    // The strategy's rate, unless sampling.max_frames lowered it for this job: then the job's.
+    let uncapped = span.and_then(|s| expected_frames(strategy, s, None));
+    let per = |secs: f64| match (span, expected) {
+        (Some(s), Some(n)) if s > 0.0 && uncapped != expected => Some((n / s * secs).ceil()),
+        _ => expected_frames(strategy, secs, None),
+    };
+    let n = match plan {
+        Plan::Whole => expected,
+        Plan::Grid { len } => per(len),
+        Plan::Scene { max, .. } => per(max),
+    };
+    n.map_or(max_frames, |n| (n.max(1.0) as usize).min(max_frames))
 }
 
 /// Replaces `{name}` placeholders.
@@ -1176,6 +1358,34 @@ mod tests {
     }
 
     #[test]
+    fn clip_frames_follow_the_plan_and_the_rate() {
+        // A 5.28 s clip at fps:2 in one prompt: the 11 expected frames.
+        assert_eq!(
+            clip_frames(Plan::Whole, Some(5.28), Some(11.0), "fps:2", 768),
+            11
+        );
+        // A 2 s grid at fps:2: 4 frames.
+        let grid = |len, span, n| clip_frames(Plan::Grid { len }, span, n, "fps:2", 768);
+        assert_eq!(grid(2.0, Some(5.28), Some(11.0)), 4);
+        // sampling.max_frames lowered the rate (600 s at fps:2 capped to 300 frames): the job's.
+        assert_eq!(grid(30.0, Some(600.0), Some(300.0)), 15);
+        // Live: 30 s windows at fps:2.
+        assert_eq!(
+            clip_frames(Plan::Grid { len: 30.0 }, None, None, "fps:2", 768),
+            60
+        );
+        // Capped by the budget; unknown rates take the budget.
+        assert_eq!(
+            clip_frames(Plan::Whole, Some(600.0), Some(1200.0), "fps:2", 768),
+            768
+        );
+        assert_eq!(
+            clip_frames(Plan::Grid { len: 30.0 }, None, None, "keyframes", 64),
+            64
+        );
+    }
+
+    #[test]
     fn fill_replaces_placeholders() {
         assert_eq!(
             fill(
@@ -1188,11 +1398,7 @@ mod tests {
 
     #[test]
     fn selects_chunks_that_mention_the_question() {
-        let seg = |t: &str| Segment {
-            start: 0.0,
-            end: 1.0,
-            text: t.into(),
-        };
+        let seg = |t: &str| Segment::grid(0.0, 1.0, t);
         let described = vec![
             seg("a dog sleeps"),
             seg("a red car drives"),

@@ -221,11 +221,27 @@ impl VisionLanguageModel for Qwen3VlEngine {
     /// One group per temporal patch (two frames): see the module docs. The frames are processed as
     /// one video (one smart-resize for all, so they must share a size).
     fn encode_frames(&mut self, frames: &[VideoFrame]) -> Result<Vec<VisualTokens>, ModelError> {
+        self.encode_clip_frames(frames, frames.len())
+    }
+
+    fn frames_per_group(&self) -> usize {
+        self.model.config.vision_config.temporal_patch_size.max(1)
+    }
+
+    /// The pixel budget is shared by `clip_frames` frames; temporal patches attend only within
+    /// themselves, so a clip encoded in parts of whole pairs gives the tokens of encoding it at once.
+    fn encode_clip_frames(
+        &mut self,
+        frames: &[VideoFrame],
+        clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
         let device = self.model.text.device();
-        let px = self.processor.video_pixels(frames, &device)?;
+        let px = self
+            .processor
+            .video_pixels_in_clip(frames, clip_frames, &device)?;
         self.groups(px, frames)
     }
 

@@ -462,6 +462,21 @@ impl Processor {
         frames: &[crate::VideoFrame],
         device: &Device,
     ) -> Result<PixelInput, ModelError> {
+        self.video_pixels_in_clip(frames, frames.len(), device)
+    }
+
+    /// [`Processor::video_pixels`] for `frames` that are part of a video of `clip_frames` frames:
+    /// the smart-resize sees `clip_frames` (the pixel budget covers the whole video), so a video
+    /// processed in parts is resized as transformers resizes it whole.
+    ///
+    /// # Errors
+    /// As [`Processor::video_pixels`].
+    pub fn video_pixels_in_clip(
+        &self,
+        frames: &[crate::VideoFrame],
+        clip_frames: usize,
+        device: &Device,
+    ) -> Result<PixelInput, ModelError> {
         let first = frames
             .first()
             .ok_or_else(|| ModelError::Input("no frames".into()))?;
@@ -481,7 +496,7 @@ impl Processor {
         let (lo, hi) = c.budget((128 * 32 * 32, 32 * 32 * 768));
         // The resize sees the frame count before padding, as transformers' does.
         let (nh, nw) = smart_resize(
-            frames.len().max(tp),
+            clip_frames.max(tp),
             h,
             w,
             tp,
