@@ -1,0 +1,109 @@
+//! Decode + sample + RGB 384x384 timing against the ffmpeg CLI, in the same run.
+//!
+//! `cargo run --release -p vidlm-media --example decode_bench -- [--reps N] FILE...`
+//! (benches/decode.sh runs it). For each file it times `fps:1`, `frames:64`, `keyframes` and
+//! `all` through [`vidlm_media::Sampler`], and the ffmpeg CLI's
+//! `ffmpeg -i F -vf fps=1,scale=384:384 -f rawvideo -pix_fmt rgb24 -y /dev/null` and the same
+//! without `fps=1`, and prints medians and ratios (ours / ffmpeg; below 1 is faster).
+
+use std::process::Command;
+use std::time::Instant;
+
+use vidlm_media::{Input, SampleOptions, Sampler};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn time_ffmpeg(file: &str, vf: &str, reps: usize) -> f64 {
+    let runs = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let st = Command::new("ffmpeg")
+                .args([
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-i",
+                    file,
+                    "-an",
+                    "-vf",
+                    vf,
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-y",
+                    "/dev/null",
+                ])
+                .status()
+                .expect("run ffmpeg");
+            assert!(st.success(), "ffmpeg failed on {file}");
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(runs)
+}
+
+fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) {
+    let mut last = (0, 0, 0);
+    let runs = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let opts = SampleOptions {
+                size: Some((384, 384)),
+                ..SampleOptions::new(strategy.parse().expect("strategy"))
+            };
+            let mut s = Sampler::open(&Input::parse(file), opts).expect("open");
+            let mut n = 0;
+            for f in s.by_ref() {
+                std::hint::black_box(f.expect("frame").rgb.len());
+                n += 1;
+            }
+            let st = s.stats();
+            last = (n, st.decoded, st.seeks);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    (median(runs), last.0, last.1, last.2)
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut reps = 3;
+    if let Some(i) = args.iter().position(|a| a == "--reps") {
+        reps = args[i + 1].parse().expect("--reps N");
+        args.drain(i..i + 2);
+    }
+    for file in &args {
+        let info = vidlm_media::probe(&Input::parse(file)).expect("probe");
+        let v = &info.streams[info.video_stream.expect("video")];
+        println!(
+            "\n{file}: {:.1} s, {}x{}, {:.3} fps, keyframe every {:.2} s (median), {reps} runs each",
+            info.duration.unwrap_or(0.0),
+            v.width.unwrap_or(0),
+            v.height.unwrap_or(0),
+            v.fps.unwrap_or(0.0),
+            v.keyframe_interval.unwrap_or(f64::NAN)
+        );
+        let ff_fps = time_ffmpeg(file, "fps=1,scale=384:384", reps);
+        let ff_all = time_ffmpeg(file, "scale=384:384", reps);
+        println!("  ffmpeg CLI -vf fps=1,scale=384:384   {ff_fps:8.3} s");
+        println!("  ffmpeg CLI -vf scale=384:384         {ff_all:8.3} s");
+        for (strategy, baseline, bname) in [
+            ("fps:1", ff_fps, "fps=1"),
+            ("frames:64", ff_fps, "fps=1"),
+            ("keyframes", ff_fps, "fps=1"),
+            ("all", ff_all, "all"),
+        ] {
+            let (t, n, decoded, seeks) = time_ours(file, strategy, reps);
+            println!(
+                "  vidlm {strategy:<10} {t:8.3} s  {n:5} frames ({decoded} decoded, {seeks} seeks)  ratio vs ffmpeg {bname}: {:.3} ({:.1}x {})",
+                t / baseline,
+                if t < baseline { baseline / t } else { t / baseline },
+                if t < baseline { "faster" } else { "slower" }
+            );
+        }
+    }
+}
