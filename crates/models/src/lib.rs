@@ -1,0 +1,20 @@
+//! Vision-language models for vidlm, on candle: SmolVLM2 first, Qwen3-VL next.
+//!
+//! Every model family implements [`VisionLanguageModel`], the one interface the pipeline uses: the
+//! vision half turns frames into [`VisualTokens`] (one group per frame or frame group, with its time
+//! range), the pooling stage may merge groups, and the language half answers a prompt over them.
+
+pub mod chat_template;
+pub mod generation;
+pub mod gguf;
+pub mod hub;
+mod interface;
+pub mod llama_text;
+pub mod qwen3_vl;
+pub mod smolvlm;
+
+pub use interface::{
+    FinishReason, Generation, GenerationParams, ModelError, VideoFrame, VisionLanguageModel,
+    VisualTokens,
+};
+pub use smolvlm::{load_model, LoadOptions};

@@ -1,0 +1,722 @@
+//! The Llama / SmolLM2 decoder that SmolVLM uses as its language model, with a KV cache and
+//! input-embedding injection.
+//!
+//! One implementation serves two weight sources: HF safetensors (`model.text_model.*`, dense
+//! [`candle_nn::Linear`]) and llama.cpp GGUF files (quantized [`QMatMul`]). llama.cpp stores the Q
+//! and K projection rows permuted so that its rotary embedding rotates *adjacent* pairs; instead of
+//! undoing the permutation (which would need a dequantize/requantize round trip), the GGUF path
+//! applies the interleaved rotation ([`candle_nn::rotary_emb::rope_i`]). Permuting the rows of both Q
+//! and K by the same permutation leaves every attention score `q . k` unchanged, so the outputs equal
+//! the HF layout's.
+
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use crate::ModelError;
+
+/// How the rotary embedding is scaled (`rope_scaling` in transformers 4.x, `rope_parameters` in 5.x).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    Default,
+    /// Positions divided by `factor`.
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        /// Scale factor.
+        factor: f64,
+        /// Low-frequency factor.
+        low_freq_factor: f64,
+        /// High-frequency factor.
+        high_freq_factor: f64,
+        /// Context length the model was pre-trained with.
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// The Llama text config as SmolVLM's `text_config` (or a Llama `config.json`) spells it. Missing
+/// fields take transformers' `LlamaConfig` defaults (SmolVLM overrides `rms_norm_eps` to 1e-5).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TextConfig {
+    /// Vocabulary size (rows of `embed_tokens`).
+    #[serde(default = "d_vocab")]
+    pub vocab_size: usize,
+    /// Model width.
+    #[serde(default = "d_hidden")]
+    pub hidden_size: usize,
+    /// MLP width.
+    #[serde(default = "d_inter")]
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to `num_attention_heads`.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Width of one head; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "d_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base (4.x spelling).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// RoPE scaling (4.x spelling).
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// RoPE parameters (5.x spelling: `{"rope_type": ..., "rope_theta": ...}`).
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// Longest context.
+    #[serde(default = "d_maxpos")]
+    pub max_position_embeddings: usize,
+    /// MLP activation (only `silu` is supported).
+    #[serde(default = "d_act")]
+    pub hidden_act: String,
+    /// Whether q/k/v/o have biases.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Whether the MLP projections have biases.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Whether `lm_head` shares `embed_tokens` (as the text config says; SmolVLM reads the top-level
+    /// flag first).
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    /// End-of-sequence id(s).
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn d_vocab() -> usize {
+    32000
+}
+fn d_hidden() -> usize {
+    4096
+}
+fn d_inter() -> usize {
+    11008
+}
+fn d_layers() -> usize {
+    32
+}
+fn d_heads() -> usize {
+    32
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_maxpos() -> usize {
+    2048
+}
+fn d_act() -> String {
+    "silu".into()
+}
+
+impl TextConfig {
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// The RoPE base, from either spelling (10000 when absent).
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|v| v.as_f64())
+            .or(self.rope_theta)
+            .unwrap_or(10000.0)
+    }
+
+    /// The RoPE scaling, from either spelling.
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] for a scaling type this implementation does not know.
+    pub fn rope_scaling(&self) -> Result<RopeScaling, ModelError> {
+        let v = match (&self.rope_parameters, &self.rope_scaling) {
+            (Some(p), _) if p.is_object() => p,
+            (_, Some(s)) if s.is_object() => s,
+            _ => return Ok(RopeScaling::Default),
+        };
+        let kind = v
+            .get("rope_type")
+            .or_else(|| v.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("default");
+        let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
+        match kind {
+            "default" => Ok(RopeScaling::Default),
+            "linear" => Ok(RopeScaling::Linear {
+                factor: num("factor").unwrap_or(1.0),
+            }),
+            "llama3" => Ok(RopeScaling::Llama3 {
+                factor: num("factor").unwrap_or(8.0),
+                low_freq_factor: num("low_freq_factor").unwrap_or(1.0),
+                high_freq_factor: num("high_freq_factor").unwrap_or(4.0),
+                original_max_position_embeddings: num("original_max_position_embeddings")
+                    .unwrap_or(8192.0) as usize,
+            }),
+            other => Err(ModelError::Invalid(format!(
+                "text_config: rope type `{other}` is not supported (default, linear, llama3 are)"
+            ))),
+        }
+    }
+
+    /// End-of-sequence ids named by the config.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64().map(|x| x as u32))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A linear layer whose weight is either dense (safetensors) or quantized (GGUF).
+#[derive(Debug, Clone)]
+pub enum Lin {
+    /// Dense weight `[out, in]` and optional bias.
+    Dense(candle_nn::Linear),
+    /// Quantized weight (llama.cpp block formats).
+    Quant(QMatMul),
+}
+
+impl Module for Lin {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Lin::Dense(l) => l.forward(xs),
+            Lin::Quant(q) => q.forward(xs),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    cache: Option<(Tensor, Tensor)>,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Lin,
+    up: Lin,
+    down: Lin,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attn: Attention,
+    mlp: Mlp,
+    input_norm: candle_nn::RmsNorm,
+    post_norm: candle_nn::RmsNorm,
+}
+
+/// The decoder: token embeddings, layers with a KV cache, final norm and LM head.
+#[derive(Debug, Clone)]
+pub struct TextModel {
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: candle_nn::RmsNorm,
+    lm_head: Lin,
+    cos: Tensor,
+    sin: Tensor,
+    interleaved_rope: bool,
+    dtype: DType,
+    hidden: usize,
+    pos: usize,
+}
+
+fn rope_tables(
+    cfg: &TextConfig,
+    max_pos: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor), ModelError> {
+    let dim = cfg.head_dim();
+    let base = cfg.rope_theta();
+    // transformers computes the inverse frequencies and angles in f32.
+    let mut inv: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0 / base.powf((2 * i) as f64 / dim as f64) as f32)
+        .collect();
+    match cfg.rope_scaling()? {
+        RopeScaling::Default => {}
+        RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor as f32),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        } => {
+            let low_wl = old as f64 / low_freq_factor;
+            let high_wl = old as f64 / high_freq_factor;
+            for f in inv.iter_mut() {
+                let wl = 2.0 * std::f64::consts::PI / *f as f64;
+                let fv = *f as f64;
+                *f = if wl < high_wl {
+                    fv
+                } else if wl > low_wl {
+                    fv / factor
+                } else {
+                    let smooth =
+                        (old as f64 / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * fv / factor + smooth * fv
+                } as f32;
+            }
+        }
+    }
+    let half = inv.len();
+    let mut angles = Vec::with_capacity(max_pos * half);
+    for p in 0..max_pos {
+        for f in &inv {
+            angles.push(p as f32 * f);
+        }
+    }
+    let t = Tensor::from_vec(angles, (max_pos, half), device)?;
+    Ok((t.cos()?, t.sin()?))
+}
+
+fn repeat_kv(x: Tensor, n: usize) -> candle_core::Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, kvh, s, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, kvh, n, s, d))?
+        .reshape((b, kvh * n, s, d))
+}
+
+impl Attention {
+    fn forward(
+        &mut self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        interleaved: bool,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let q = self
+            .q
+            .forward(x)?
+            .reshape((b, s, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = self
+            .k
+            .forward(x)?
+            .reshape((b, s, self.kv_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = self
+            .v
+            .forward(x)?
+            .reshape((b, s, self.kv_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let (q, k) = if interleaved {
+            (
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            )
+        };
+        let (k, v) = match &self.cache {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            None => (k, v.contiguous()?),
+        };
+        self.cache = Some((k.clone(), v.clone()));
+        let rep = self.heads / self.kv_heads;
+        let k = repeat_kv(k, rep)?.contiguous()?;
+        let v = repeat_kv(v, rep)?.contiguous()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let in_dtype = q.dtype();
+        let mut att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(in_dtype)?;
+        let y = att.matmul(&v)?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, s, self.heads * self.head_dim))?;
+        self.o.forward(&y)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let g = self.gate.forward(x)?.silu()?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+fn causal_mask(s: usize, offset: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let total = s + offset;
+    let mut m = vec![0f32; s * total];
+    for i in 0..s {
+        for j in (i + offset + 1)..total {
+            m[i * total + j] = f32::NEG_INFINITY;
+        }
+    }
+    Tensor::from_vec(m, (s, total), device)
+}
+
+fn map_load<T>(r: candle_core::Result<T>, what: &str) -> Result<T, ModelError> {
+    r.map_err(|e| ModelError::Invalid(format!("{what}: {e}")))
+}
+
+impl TextModel {
+    /// Builds the decoder from HF safetensors under `vb` (the `model.text_model` prefix), with
+    /// `lm_head` given separately (it lives outside that prefix, or is the tied embedding).
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] for a missing or misshapen tensor (the message names it), or an
+    /// unsupported config.
+    pub fn from_varbuilder(
+        cfg: &TextConfig,
+        vb: VarBuilder,
+        lm_head: Option<candle_nn::Linear>,
+    ) -> Result<Self, ModelError> {
+        if cfg.hidden_act != "silu" {
+            return Err(ModelError::Invalid(format!(
+                "text_config: hidden_act `{}` is not supported (silu is)",
+                cfg.hidden_act
+            )));
+        }
+        let dtype = vb.dtype();
+        let device = vb.device().clone();
+        let h = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        let lin = |i: usize, o: usize, bias: bool, vb: VarBuilder| -> Result<Lin, ModelError> {
+            let l = if bias {
+                candle_nn::linear(i, o, vb)
+            } else {
+                candle_nn::linear_no_bias(i, o, vb)
+            };
+            l.map(Lin::Dense).map_err(ModelError::from)
+        };
+        let embed = vb
+            .get((cfg.vocab_size, h), "embed_tokens.weight")
+            .map_err(ModelError::from)?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let l = vb.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let m = l.pp("mlp");
+            let ab = cfg.attention_bias;
+            let mb = cfg.mlp_bias;
+            layers.push(Layer {
+                attn: Attention {
+                    q: lin(h, nh * hd, ab, a.pp("q_proj"))?,
+                    k: lin(h, nkv * hd, ab, a.pp("k_proj"))?,
+                    v: lin(h, nkv * hd, ab, a.pp("v_proj"))?,
+                    o: lin(nh * hd, h, ab, a.pp("o_proj"))?,
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                    cache: None,
+                },
+                mlp: Mlp {
+                    gate: lin(h, cfg.intermediate_size, mb, m.pp("gate_proj"))?,
+                    up: lin(h, cfg.intermediate_size, mb, m.pp("up_proj"))?,
+                    down: lin(cfg.intermediate_size, h, mb, m.pp("down_proj"))?,
+                },
+                input_norm: candle_nn::rms_norm(h, cfg.rms_norm_eps, l.pp("input_layernorm"))?,
+                post_norm: candle_nn::rms_norm(
+                    h,
+                    cfg.rms_norm_eps,
+                    l.pp("post_attention_layernorm"),
+                )?,
+            });
+        }
+        let norm = candle_nn::rms_norm(h, cfg.rms_norm_eps, vb.pp("norm"))?;
+        let lm_head = match lm_head {
+            Some(l) => Lin::Dense(l),
+            None => Lin::Dense(candle_nn::Linear::new(embed.clone(), None)),
+        };
+        let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.max(1), &device)?;
+        Ok(Self {
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos: cos.to_dtype(dtype)?,
+            sin: sin.to_dtype(dtype)?,
+            interleaved_rope: false,
+            dtype,
+            hidden: h,
+            pos: 0,
+        })
+    }
+
+    /// Builds the decoder from a llama.cpp GGUF file (architecture `llama`), keeping the projection
+    /// weights quantized unless `dequantize` is set (then every matmul runs in f32 on dequantized
+    /// weights, as transformers does when it loads a GGUF).
+    ///
+    /// Returns the model and the [`TextConfig`] read from the GGUF metadata.
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] for a missing key or tensor, or another architecture.
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        device: &Device,
+        dequantize: bool,
+    ) -> Result<(Self, TextConfig), ModelError> {
+        let md = |k: &str| {
+            ct.metadata
+                .get(k)
+                .ok_or_else(|| ModelError::Invalid(format!("GGUF metadata key `{k}` is missing")))
+        };
+        let arch = md("general.architecture")?
+            .to_string()
+            .map_err(ModelError::from)?
+            .clone();
+        if arch != "llama" {
+            return Err(ModelError::Invalid(format!(
+                "GGUF architecture `{arch}` is not supported (llama is)"
+            )));
+        }
+        let u = |k: &str| -> Result<usize, ModelError> {
+            md(&format!("llama.{k}"))?
+                .to_u32()
+                .map(|x| x as usize)
+                .map_err(ModelError::from)
+        };
+        let heads = u("attention.head_count")?;
+        let kv_heads = u("attention.head_count_kv").unwrap_or(heads);
+        let hidden = u("embedding_length")?;
+        let layers_n = u("block_count")?;
+        let inter = u("feed_forward_length")?;
+        let ctx = u("context_length").unwrap_or(2048);
+        let eps = md("llama.attention.layer_norm_rms_epsilon")?
+            .to_f32()
+            .map_err(ModelError::from)? as f64;
+        let theta = md("llama.rope.freq_base")
+            .and_then(|v| v.to_f32().map_err(ModelError::from))
+            .unwrap_or(10000.0) as f64;
+        let get = |reader: &mut R, name: &str| -> Result<QTensor, ModelError> {
+            map_load(
+                ct.tensor(reader, name, device),
+                &format!("GGUF tensor `{name}`"),
+            )
+        };
+        let qlin = |reader: &mut R, name: &str| -> Result<Lin, ModelError> {
+            let t = get(reader, name)?;
+            if dequantize {
+                let w = t.dequantize(device)?;
+                Ok(Lin::Dense(candle_nn::Linear::new(w, None)))
+            } else {
+                Ok(Lin::Quant(QMatMul::from_qtensor(t)?))
+            }
+        };
+        let norm = |reader: &mut R, name: &str| -> Result<candle_nn::RmsNorm, ModelError> {
+            let w = get(reader, name)?.dequantize(device)?;
+            Ok(candle_nn::RmsNorm::new(w, eps))
+        };
+        let embed_q = get(reader, "token_embd.weight")?;
+        let embed = embed_q.dequantize(device)?;
+        let vocab = embed.dim(0)?;
+        let hd = hidden / heads;
+        let mut layers = Vec::with_capacity(layers_n);
+        for i in 0..layers_n {
+            let p = format!("blk.{i}");
+            layers.push(Layer {
+                attn: Attention {
+                    q: qlin(reader, &format!("{p}.attn_q.weight"))?,
+                    k: qlin(reader, &format!("{p}.attn_k.weight"))?,
+                    v: qlin(reader, &format!("{p}.attn_v.weight"))?,
+                    o: qlin(reader, &format!("{p}.attn_output.weight"))?,
+                    heads,
+                    kv_heads,
+                    head_dim: hd,
+                    cache: None,
+                },
+                mlp: Mlp {
+                    gate: qlin(reader, &format!("{p}.ffn_gate.weight"))?,
+                    up: qlin(reader, &format!("{p}.ffn_up.weight"))?,
+                    down: qlin(reader, &format!("{p}.ffn_down.weight"))?,
+                },
+                input_norm: norm(reader, &format!("{p}.attn_norm.weight"))?,
+                post_norm: norm(reader, &format!("{p}.ffn_norm.weight"))?,
+            });
+        }
+        let final_norm = norm(reader, "output_norm.weight")?;
+        // SmolLM2 ties the head to the embedding: llama.cpp then omits `output.weight`.
+        let lm_head = if ct.tensor_infos.contains_key("output.weight") {
+            qlin(reader, "output.weight")?
+        } else if dequantize {
+            Lin::Dense(candle_nn::Linear::new(embed.clone(), None))
+        } else {
+            Lin::Quant(QMatMul::from_qtensor(embed_q)?)
+        };
+        let cfg = TextConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: inter,
+            num_hidden_layers: layers_n,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(kv_heads),
+            head_dim: Some(hd),
+            rms_norm_eps: eps,
+            rope_theta: Some(theta),
+            rope_scaling: None,
+            rope_parameters: None,
+            max_position_embeddings: ctx,
+            hidden_act: "silu".into(),
+            attention_bias: false,
+            mlp_bias: false,
+            tie_word_embeddings: Some(!ct.tensor_infos.contains_key("output.weight")),
+            eos_token_id: ct
+                .metadata
+                .get("tokenizer.ggml.eos_token_id")
+                .and_then(|v| v.to_u32().ok())
+                .map(|x| serde_json::json!(x)),
+        };
+        let (cos, sin) = rope_tables(&cfg, ctx.max(1), device)?;
+        Ok((
+            Self {
+                embed,
+                layers,
+                norm: final_norm,
+                lm_head,
+                cos,
+                sin,
+                interleaved_rope: true,
+                dtype: DType::F32,
+                hidden,
+                pos: 0,
+            },
+            cfg,
+        ))
+    }
+
+    /// Embeds token ids: `[n]` -> `[n, hidden]`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for an id outside the vocabulary.
+    pub fn embed_ids(&self, ids: &[u32]) -> Result<Tensor, ModelError> {
+        let vocab = self.embed.dim(0)?;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let t = Tensor::new(ids, self.embed.device())?;
+        Ok(self.embed.index_select(&t, 0)?)
+    }
+
+    /// The model width.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// The dtype activations run in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Tokens already in the KV cache.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Longest sequence the rotary tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+
+    /// Empties the KV cache.
+    pub fn clear_cache(&mut self) {
+        self.pos = 0;
+        for l in &mut self.layers {
+            l.attn.cache = None;
+        }
+    }
+
+    /// Runs `[1, seq, hidden]` input embeddings after what the cache holds; returns logits `[seq,
+    /// vocab]` for every position when `all_logits`, else `[1, vocab]` for the last one (f32).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] past the rotary tables' length; [`ModelError::Candle`] on failed ops.
+    pub fn forward_embeds(
+        &mut self,
+        embeds: &Tensor,
+        all_logits: bool,
+    ) -> Result<Tensor, ModelError> {
+        let (_, s, _) = embeds.dims3()?;
+        let offset = self.pos;
+        if offset + s > self.max_positions() {
+            return Err(ModelError::Input(format!(
+                "{} tokens exceed the model's context of {}",
+                offset + s,
+                self.max_positions()
+            )));
+        }
+        let cos = self.cos.narrow(0, offset, s)?;
+        let sin = self.sin.narrow(0, offset, s)?;
+        let mask = if s > 1 {
+            Some(causal_mask(s, offset, embeds.device())?)
+        } else {
+            None
+        };
+        let mut x = embeds.to_dtype(self.dtype)?;
+        for l in &mut self.layers {
+            let r = x.clone();
+            let h = l.input_norm.forward(&x)?;
+            let h = l
+                .attn
+                .forward(&h, &cos, &sin, self.interleaved_rope, mask.as_ref())?;
+            let x2 = (r + h)?;
+            let h = l.mlp.forward(&l.post_norm.forward(&x2)?)?;
+            x = (x2 + h)?;
+        }
+        self.pos += s;
+        let x = if all_logits {
+            x.squeeze(0)?
+        } else {
+            x.narrow(1, s - 1, 1)?.squeeze(0)?
+        };
+        let x = self.norm.forward(&x)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// Runs token ids (a text-only step) after the cache: see [`TextModel::forward_embeds`].
+    ///
+    /// # Errors
+    /// As [`TextModel::forward_embeds`] and [`TextModel::embed_ids`].
+    pub fn forward_ids(&mut self, ids: &[u32], all_logits: bool) -> Result<Tensor, ModelError> {
+        let e = self.embed_ids(ids)?.unsqueeze(0)?;
+        self.forward_embeds(&e, all_logits)
+    }
+}

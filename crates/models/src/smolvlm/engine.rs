@@ -1,0 +1,453 @@
+//! SmolVLM behind [`VisionLanguageModel`]: weights + tokenizer + processor, frames in, answers out.
+//!
+//! A clip is a list of [`VisualTokens`] groups. Each group is rendered in the video prompt exactly as
+//! transformers renders one frame -- `Frame from MM:SS:` then `<fake_token_around_image><global-img>`,
+//! one `<image>` per token of the group, `<fake_token_around_image>` -- so an unpooled group (one
+//! frame, `image_seq_len` tokens) gives the same ids as transformers. A pooled group (several
+//! frames merged into fewer tokens, `start < end`) is rendered the same way, stamped with its
+//! `start` time and carrying as many `<image>` tokens as it has rows; the intro's frame count is the
+//! number of groups and the video duration is the last group's `end`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::processor::{num2words, timedelta, ProcessedInput, SmolVlmProcessor};
+use super::SmolVlm;
+use crate::generation::decode_loop;
+use crate::{
+    Generation, GenerationParams, ModelError, VideoFrame, VisionLanguageModel, VisualTokens,
+};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Dtype of weights and activations (f32 on CPU; bf16/f16 for accelerators).
+    pub dtype: DType,
+    /// Where the model runs.
+    pub device: Device,
+    /// CPU threads for the matmuls (None: all cores, or `RAYON_NUM_THREADS`).
+    pub threads: Option<usize>,
+    /// Most frames per prompt (None: the checkpoint's video `max_frames`, else 64).
+    pub max_frames: Option<usize>,
+    /// Frames encoded per vision batch (1 by default: batching gained nothing on CPU here -- the
+    /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core machine
+    /// -- and each frame's attention scores take 50 MB at 512x512).
+    pub vision_batch: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            threads: None,
+            max_frames: None,
+            vision_batch: 1,
+        }
+    }
+}
+
+/// A loaded SmolVLM ready to answer: weights, tokenizer and processor.
+pub struct SmolVlmEngine {
+    name: String,
+    dir: PathBuf,
+    /// The weights.
+    pub model: SmolVlm,
+    /// The processor (prompt text, token ids, pixel values).
+    pub processor: SmolVlmProcessor,
+    stop_ids: Vec<u32>,
+    max_frames: usize,
+    vision_batch: usize,
+}
+
+impl std::fmt::Debug for SmolVlmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmolVlmEngine")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// Timings and sizes of one [`SmolVlmEngine::ask`].
+#[derive(Debug, Clone)]
+pub struct AskOutput {
+    /// The generation.
+    pub generation: Generation,
+    /// Prompt token ids (with the `<image>` placeholders).
+    pub prompt_ids: Vec<u32>,
+    /// Seconds preprocessing the frames (resize, normalize).
+    pub preprocess_seconds: f64,
+    /// Seconds in the vision tower and connector.
+    pub vision_seconds: f64,
+}
+
+impl SmolVlmEngine {
+    /// Loads a model from a local directory or hub id (see [`crate::hub::resolve`]).
+    ///
+    /// # Errors
+    /// [`ModelError::File`] / [`ModelError::Invalid`] for missing files, unknown model_type,
+    /// missing or misshapen tensors (naming file and tensor), unreachable hub.
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, ModelError> {
+        if let Some(n) = opts.threads {
+            crate::generation::set_threads(n);
+        }
+        let dir = crate::hub::resolve(spec)?;
+        let model = SmolVlm::load(&dir, opts.dtype, &opts.device)?;
+        let processor = SmolVlmProcessor::from_dir(&dir)?;
+        if processor.image_token_id() != model.config.image_token_id {
+            return Err(ModelError::Invalid(format!(
+                "{}: image_token_id {} differs from the tokenizer's <image> id {}",
+                dir.join("config.json").display(),
+                model.config.image_token_id,
+                processor.image_token_id()
+            )));
+        }
+        let mut stop_ids = processor.stop_token_ids().to_vec();
+        for id in model
+            .config
+            .text_config
+            .eos_ids()
+            .into_iter()
+            .chain(generation_eos(&dir))
+        {
+            if !stop_ids.contains(&id) {
+                stop_ids.push(id);
+            }
+        }
+        let max_frames = opts
+            .max_frames
+            .unwrap_or_else(|| video_max_frames(&dir).unwrap_or(64))
+            .max(1);
+        Ok(Self {
+            name: spec.to_string(),
+            dir,
+            model,
+            processor,
+            stop_ids,
+            max_frames,
+            vision_batch: opts.vision_batch.max(1),
+        })
+    }
+
+    /// The directory the files were read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Ids that end generation (`<end_of_utterance>` and the eos ids).
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        self.processor.tokenizer()
+    }
+
+    /// Runs pixel values `[n, 3, S, S]` through the vision tower and connector in batches:
+    /// `[n, tokens, text_hidden]`.
+    ///
+    /// # Errors
+    /// As [`super::VisionTower::forward`].
+    pub fn encode_pixels(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+        let n = pixels.dim(0)?;
+        let mut outs = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let b = self.vision_batch.min(n - i);
+            outs.push(self.model.vision.forward(&pixels.narrow(0, i, b)?)?);
+            i += b;
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
+    /// Prefills `ids` with `features` (rows for the `<image>` tokens, in order) and generates.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] when the prompt is longer than the context or the `<image>` count
+    /// differs from the feature rows; others on failed ops.
+    pub fn generate_ids(
+        &mut self,
+        ids: &[u32],
+        features: Option<&Tensor>,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        let t0 = Instant::now();
+        let embeds = self.model.embed_with_images(ids, features)?;
+        let text = &mut self.model.text;
+        text.clear_cache();
+        let room = text.max_positions();
+        if ids.len() >= room {
+            return Err(ModelError::Input(format!(
+                "the prompt has {} tokens, the model's context is {room}",
+                ids.len()
+            )));
+        }
+        let first = text.forward_embeds(&embeds, false)?.squeeze(0)?;
+        let prefill_seconds = t0.elapsed().as_secs_f64();
+        let tokenizer = self.processor.tokenizer();
+        let mut step = |t: u32| -> Result<Tensor, ModelError> {
+            if text.position() >= text.max_positions() {
+                return Err(ModelError::Input(
+                    "generation reached the end of the context".into(),
+                ));
+            }
+            Ok(text.forward_ids(&[t], false)?.squeeze(0)?)
+        };
+        let d = decode_loop(
+            first,
+            ids,
+            params,
+            &self.stop_ids,
+            tokenizer,
+            &mut step,
+            on_text,
+        )?;
+        Ok(Generation {
+            text: d.text,
+            token_ids: d.token_ids,
+            prompt_tokens: ids.len(),
+            finish: d.finish,
+            prefill_seconds,
+            decode_seconds: d.seconds,
+        })
+    }
+
+    /// Answers `question` about images (image mode: each image split into crops plus the global
+    /// image, as transformers' SmolVLM image processor does).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for an empty image list or malformed image; others as
+    /// [`SmolVlmEngine::generate_ids`].
+    pub fn ask_images(
+        &mut self,
+        images: &[VideoFrame],
+        question: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        if images.is_empty() {
+            return Err(ModelError::Input("no images".into()));
+        }
+        let t0 = Instant::now();
+        let input = self.processor.image_prompt(images, question)?;
+        self.run_processed(input, t0.elapsed().as_secs_f64(), params, on_text)
+    }
+
+    /// Answers `question` about video frames (video mode: one image per frame, each stamped with
+    /// its time; `duration` is the video's length for the intro line, the last frame's time when
+    /// `None`).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for no frames or a malformed frame; others as
+    /// [`SmolVlmEngine::generate_ids`].
+    pub fn ask_video(
+        &mut self,
+        frames: &[VideoFrame],
+        duration: Option<f64>,
+        question: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        if frames.is_empty() {
+            return Err(ModelError::Input("no frames".into()));
+        }
+        let t0 = Instant::now();
+        let input = self
+            .processor
+            .video_prompt_with_duration(frames, question, duration)?;
+        self.run_processed(input, t0.elapsed().as_secs_f64(), params, on_text)
+    }
+
+    /// Encodes a processed prompt's images and generates after it.
+    fn run_processed(
+        &mut self,
+        input: ProcessedInput,
+        preprocess_seconds: f64,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        let t1 = Instant::now();
+        let feats = if input.num_images() > 0 {
+            let pixels = input.pixel_values_tensor(self.model.vision_device())?;
+            let feats = self.encode_pixels(&pixels)?;
+            let (b, n, d) = feats.dims3()?;
+            Some(feats.reshape((b * n, d))?)
+        } else {
+            None
+        };
+        let vision_seconds = t1.elapsed().as_secs_f64();
+        let generation = self.generate_ids(&input.input_ids, feats.as_ref(), params, on_text)?;
+        Ok(AskOutput {
+            generation,
+            prompt_ids: input.input_ids,
+            preprocess_seconds,
+            vision_seconds,
+        })
+    }
+
+    /// The prompt ids for a clip of groups (see the module docs for how groups are rendered).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for an empty clip; [`ModelError::Tokenizer`] when encoding fails.
+    pub fn clip_prompt_ids(
+        &self,
+        clip: &[VisualTokens],
+        question: &str,
+    ) -> Result<Vec<u32>, ModelError> {
+        if clip.is_empty() {
+            return Err(ModelError::Input("no frames in the clip".into()));
+        }
+        if question.contains("<image>") || question.contains("<video>") {
+            return Err(ModelError::Input(
+                "the question may not contain the placeholders <image> or <video>".into(),
+            ));
+        }
+        let messages = serde_json::json!([{"role": "user", "content": [
+            {"type": "video"}, {"type": "text", "text": question}]}]);
+        let prompt = self.processor.apply_chat_template(&messages, true)?;
+        // transformers' video expansion (the processor's), with each group's own token count.
+        let duration = clip.iter().map(|g| g.end).fold(0.0, f64::max);
+        let mut video = format!(
+            "You are provided the following series of {} frames from a {} [H:MM:SS] video.\n",
+            num2words(clip.len() as u64),
+            timedelta(duration.max(0.0).trunc() as u64)
+        );
+        for g in clip {
+            let t = g.start.max(0.0);
+            let n = g.embeddings.dim(0)?;
+            video.push_str(&format!(
+                "\nFrame from {:02}:{:02}:<fake_token_around_image><global-img>{}<fake_token_around_image>",
+                (t / 60.0).floor() as u64,
+                (t % 60.0).trunc() as u64,
+                "<image>".repeat(n)
+            ));
+        }
+        video.push_str("\n\n");
+        let Some((head, tail)) = prompt.split_once("<video>") else {
+            return Err(ModelError::Input(
+                "the video chat template wrote no <video>".into(),
+            ));
+        };
+        self.processor.encode(&format!("{head}{video}{tail}"))
+    }
+}
+
+/// The video processor's frame budget: `video_sampling.max_frames` of `processor_config.json`'s
+/// `video_processor` (transformers 5) or of `preprocessor_config.json` (4.x).
+fn video_max_frames(dir: &Path) -> Option<usize> {
+    let read = |f: &str| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).ok()?).ok()
+    };
+    let from = |v: &serde_json::Value| {
+        v.pointer("/video_sampling/max_frames")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+    };
+    read("processor_config.json")
+        .and_then(|v| v.get("video_processor").and_then(from))
+        .or_else(|| {
+            read("video_preprocessor_config.json")
+                .as_ref()
+                .and_then(from)
+        })
+        .or_else(|| read("preprocessor_config.json").as_ref().and_then(from))
+}
+
+fn generation_eos(dir: &Path) -> Vec<u32> {
+    let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    match v.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl VisionLanguageModel for SmolVlmEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_frames(&self) -> usize {
+        self.max_frames
+    }
+
+    fn encode_frames(&mut self, frames: &[VideoFrame]) -> Result<Vec<VisualTokens>, ModelError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The processor's video path gives the pixels (its prompt is not needed here).
+        let input = self.processor.video_prompt(frames, "")?;
+        let pixels = input.pixel_values_tensor(self.model.vision_device())?;
+        let feats = self.encode_pixels(&pixels)?;
+        let (_, n, _) = feats.dims3()?;
+        let side = (n as f64).sqrt().round() as usize;
+        frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                Ok(VisualTokens {
+                    embeddings: feats.get(i)?,
+                    grid_h: side,
+                    grid_w: n / side.max(1),
+                    start: f.timestamp,
+                    end: f.timestamp,
+                })
+            })
+            .collect()
+    }
+
+    fn generate(
+        &mut self,
+        clip: &[VisualTokens],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        let ids = self.clip_prompt_ids(clip, prompt)?;
+        let rows: Vec<&Tensor> = clip.iter().map(|g| &g.embeddings).collect();
+        let feats = Tensor::cat(&rows, 0)?;
+        self.generate_ids(&ids, Some(&feats), params, on_text)
+    }
+}
+
+/// Loads the model `spec` names (a local directory or a hub id) as a [`VisionLanguageModel`]:
+/// SmolVLM (`model_type` "smolvlm") or Qwen3-VL ("qwen3_vl"), as config.json says.
+///
+/// # Errors
+/// [`ModelError::File`] for a missing directory/file or an unreachable hub (one line with the
+/// download command), [`ModelError::Invalid`] for an unknown model_type or a missing/misshapen
+/// tensor.
+///
+/// ```no_run
+/// let opts = vidlm_models::LoadOptions::default();
+/// let model = vidlm_models::load_model("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", &opts)?;
+/// println!("{} takes up to {} frames", model.name(), model.max_frames());
+/// # Ok::<(), vidlm_models::ModelError>(())
+/// ```
+pub fn load_model(
+    spec: &str,
+    opts: &LoadOptions,
+) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
+    // Qwen3-VL (model_type "qwen3_vl") has its own engine; everything else goes to SmolVLM's
+    // loader, which names an unknown model_type in its error.
+    if crate::qwen3_vl::is_qwen3_vl(&crate::hub::resolve(spec)?) {
+        return Ok(Box::new(crate::qwen3_vl::Qwen3VlEngine::load(spec, opts)?));
+    }
+    Ok(Box::new(SmolVlmEngine::load(spec, opts)?))
+}

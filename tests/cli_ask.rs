@@ -1,0 +1,272 @@
+//! `vidlm ask` end to end on the tiny SmolVLM2 fixture: the JSON contract, agreement with the
+//! library on the same frames, image mode, and one-line errors for bad models.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vidlm_models::smolvlm::SmolVlmEngine;
+use vidlm_models::{GenerationParams, LoadOptions, VideoFrame, VisionLanguageModel};
+
+const QUESTION: &str = "What is happening in this video?";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny() -> PathBuf {
+    root().join("crates/models/tests/fixtures/smolvlm-tiny-sf2")
+}
+
+fn vidlm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vidlm"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run vidlm")
+}
+
+fn frames_of(video: &Path, n: u32) -> (Vec<VideoFrame>, Option<f64>) {
+    vidlm_media::init();
+    let input = vidlm_media::Input::parse(video.to_str().unwrap());
+    let info = vidlm_media::probe(&input).unwrap();
+    let mut so = vidlm_media::SampleOptions::new(vidlm_media::SamplingStrategy::Frames(n));
+    so.max_frames = Some(64);
+    let frames = vidlm_media::sample_all(&input, so)
+        .unwrap()
+        .into_iter()
+        .map(|f| VideoFrame {
+            rgb: f.rgb,
+            width: f.width,
+            height: f.height,
+            timestamp: f.pts,
+        })
+        .collect();
+    (frames, info.duration)
+}
+
+#[test]
+fn ask_json_matches_the_library() {
+    let model = tiny();
+    let out = vidlm(&[
+        "ask",
+        "--model",
+        model.to_str().unwrap(),
+        "samples/bbb-720p-5s.mp4",
+        QUESTION,
+        "--sample",
+        "frames:4",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let answer = v["answer"].as_str().expect("answer");
+    let ids: Vec<u32> = v["token_ids"]
+        .as_array()
+        .expect("token_ids")
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let times: Vec<f64> = v["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), 4);
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]) && times[3] < 5.4,
+        "{times:?}"
+    );
+    let usage = &v["usage"];
+    assert_eq!(
+        usage["generated_tokens"].as_u64().unwrap() as usize,
+        ids.len()
+    );
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 4 * 16);
+    for stage in [
+        "load",
+        "sample",
+        "preprocess",
+        "vision",
+        "prefill",
+        "decode",
+        "total",
+    ] {
+        assert!(usage["seconds"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+    }
+
+    // The library, on the same frames, gives the same tokens and text.
+    let (frames, duration) = frames_of(&root().join("samples/bbb-720p-5s.mp4"), 4);
+    let got: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+    assert_eq!(got, times);
+    let mut engine = SmolVlmEngine::load(model.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let params = GenerationParams {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let lib = engine
+        .ask_video(&frames, duration, QUESTION, &params, &mut |_| {})
+        .unwrap();
+    assert_eq!(lib.generation.token_ids, ids);
+    assert_eq!(lib.generation.text, answer);
+    assert_eq!(
+        lib.generation.prompt_tokens as u64,
+        usage["prompt_tokens"].as_u64().unwrap()
+    );
+
+    // Through the pipeline's trait: encode frames, then generate over the groups.
+    let clip = engine.encode_frames(&frames).unwrap();
+    assert_eq!(clip.len(), 4);
+    assert_eq!(
+        clip[0].grid_h * clip[0].grid_w,
+        clip[0].embeddings.dim(0).unwrap()
+    );
+    let g = engine
+        .generate(&clip, QUESTION, &params, &mut |_| {})
+        .unwrap();
+    assert_eq!(g.token_ids.len(), g.token_ids.len().min(12));
+}
+
+#[test]
+fn ask_streams_text_and_image_mode_runs() {
+    let model = tiny();
+    let png = root().join("crates/models/tests/fixtures/frames/bbb-n060-1280x720.png");
+    let out = vidlm(&[
+        "ask",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "Describe the image.",
+        "--max-new-tokens",
+        "6",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["frames"].as_array().unwrap().len(), 1);
+    let n = v["token_ids"].as_array().unwrap().len();
+    assert!(n <= 6);
+}
+
+fn assert_one_line_error(out: &std::process::Output, needles: &[&str]) {
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` missing from: {err}");
+    }
+}
+
+#[test]
+fn bad_models_fail_in_one_line() {
+    let video = "samples/bbb-720p-5s.mp4";
+    // No such directory.
+    let out = vidlm(&["ask", "--model", "no/such/dir", video, "q"]);
+    assert_one_line_error(&out, &["no/such/dir"]);
+
+    // Another model_type.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("llama");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    let out = vidlm(&["ask", "--model", dir.to_str().unwrap(), video, "q"]);
+    assert_one_line_error(&out, &["config.json", "llama", "smolvlm"]);
+
+    // The fixture with a wider text model than its weights: names the file and the tensor.
+    let dir = tmp.path().join("wrong-shape");
+    std::fs::create_dir(&dir).unwrap();
+    for f in std::fs::read_dir(tiny()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    cfg["vision_config"]["intermediate_size"] = serde_json::json!(48);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let out = vidlm(&["ask", "--model", dir.to_str().unwrap(), video, "q"]);
+    assert_one_line_error(
+        &out,
+        &[
+            "model.safetensors",
+            "model.vision_model.encoder.layers.0.mlp.fc1.weight",
+        ],
+    );
+
+    // Missing weights file.
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let out = vidlm(&["ask", "--model", dir.to_str().unwrap(), video, "q"]);
+    assert_one_line_error(&out, &["model.safetensors", "missing"]);
+}
+
+#[test]
+fn hub_id_absent_and_offline_says_how_to_download() {
+    let home = tempfile::tempdir().unwrap();
+    let id = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct";
+    let out = Command::new(env!("CARGO_BIN_EXE_vidlm"))
+        .args(["ask", "--model", id, "samples/bbb-720p-5s.mp4", "q"])
+        .current_dir(root())
+        .env("HF_HOME", home.path())
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        &[
+            id,
+            "HF_HUB_OFFLINE",
+            &format!("huggingface-cli download {id}"),
+        ],
+    );
+
+    // A hub id whose files are in the cache resolves offline, as `huggingface-cli download` lays
+    // them out (snapshots/<rev>/ plus refs/main).
+    let repo = home.path().join("hub/models--local--tiny");
+    let snap = repo.join("snapshots/0123456789abcdef");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123456789abcdef").unwrap();
+    for f in std::fs::read_dir(tiny()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, snap.join(f.file_name().unwrap())).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vidlm"))
+        .args([
+            "ask",
+            "--model",
+            "local/tiny",
+            "samples/bbb-720p-5s.mp4",
+            "q",
+            "--max-new-tokens",
+            "2",
+            "--json",
+        ])
+        .current_dir(root())
+        .env("HF_HOME", home.path())
+        .env_remove("HF_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
