@@ -1,5 +1,6 @@
-//! `vidlm ask` end to end on the tiny SmolVLM2 fixture: the JSON contract, agreement with the
-//! library on the same frames, image mode, and one-line errors for bad models.
+//! `vidlm ask` end to end on the tiny SmolVLM2 and Qwen3-VL fixtures: the JSON contract, agreement
+//! with the library on the same frames, `--from/--to`, long videos answered from chunk
+//! descriptions (evidence on the chunk grid), image mode, and one-line errors for bad models.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,8 +96,8 @@ fn ask_json_matches_the_library() {
         "sample",
         "preprocess",
         "vision",
-        "prefill",
-        "decode",
+        "pool",
+        "llm",
         "total",
     ] {
         assert!(usage["seconds"][stage].as_f64().unwrap() >= 0.0, "{stage}");
@@ -269,4 +270,276 @@ fn hub_id_absent_and_offline_says_how_to_download() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `vidlm ask ... --json` and parses its one object.
+fn ask_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["ask"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = vidlm(&all);
+    assert!(
+        out.status.success(),
+        "vidlm {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// (start, end) of each entry of `v`.
+fn spans(v: &serde_json::Value) -> Vec<(f64, f64)> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|s| (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap()))
+        .collect()
+}
+
+fn token_ids(v: &serde_json::Value) -> Vec<u32> {
+    v["token_ids"]
+        .as_array()
+        .expect("token_ids")
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn from_to_keeps_frames_and_evidence_in_range() {
+    let model = tiny();
+    let m = model.to_str().unwrap();
+    let args = [
+        "--model",
+        m,
+        "samples/bbb-720p-5s.mp4",
+        QUESTION,
+        "--sample",
+        "fps:4",
+        "--from",
+        "1",
+        "--to",
+        "3",
+        "--max-new-tokens",
+        "6",
+    ];
+    let v = ask_json(&args);
+    let times = floats(&v["frames"]);
+    // fps:4 over 2 s: about 8 frames, all inside [1, 3).
+    assert!(times.len() >= 6, "{times:?}");
+    assert!(times.iter().all(|t| (1.0..3.0).contains(t)), "{times:?}");
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    let ev = spans(&v["evidence"]);
+    assert!(!ev.is_empty(), "no evidence: {v}");
+    for (s, e) in &ev {
+        assert!(1.0 - 1e-9 <= *s && s < e && *e <= 3.0 + 1e-9, "{ev:?}");
+    }
+    for (s, e) in spans(&v["answer_times"]) {
+        assert!(1.0 - 1e-9 <= s && s <= e && e <= 3.0 + 1e-9, "{s}..{e}");
+    }
+    assert_eq!(v["model"].as_str().unwrap(), m);
+    assert_eq!(
+        v["usage"]["generated_tokens"].as_u64().unwrap() as usize,
+        token_ids(&v).len()
+    );
+
+    // Without --json the same answer is printed as text.
+    let mut all = vec!["ask"];
+    all.extend_from_slice(&args);
+    let out = vidlm(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{}\n", v["answer"].as_str().unwrap())
+    );
+
+    // An empty range is refused in one line.
+    let out = vidlm(&[
+        "ask",
+        "--model",
+        m,
+        "samples/bbb-720p-5s.mp4",
+        "q",
+        "--from",
+        "3",
+        "--to",
+        "1",
+    ]);
+    assert_one_line_error(&out, &["--to", "--from"]);
+}
+
+#[test]
+fn long_video_is_answered_from_chunk_descriptions() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        eprintln!("skipped: no ffmpeg CLI on PATH to make the 40 s synthetic clip");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("long.mp4");
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=10:duration=40",
+        ])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg failed");
+    let model = tiny();
+    // The ask preset (chunking auto, every chunk kept), its sampling and model overridden: 40
+    // frames at a budget of 4 per prompt cannot be asked at once, so the video is described on a
+    // grid first and the answer cites chunks.
+    let v = ask_json(&[
+        "--pipeline",
+        "pipelines/ask.toml",
+        "--model",
+        model.to_str().unwrap(),
+        clip.to_str().unwrap(),
+        "What changes on the screen?",
+        "--sample",
+        "fps:1",
+        "--prompt-frames",
+        "4",
+        "--max-new-tokens",
+        "4",
+    ]);
+    let chunks = spans(&v["chunks"]);
+    assert!(chunks.len() >= 5, "{chunks:?}");
+    // A grid: from 0, back to back, to the duration (40 s).
+    assert_eq!(chunks[0].0, 0.0);
+    assert!(
+        chunks.windows(2).all(|w| (w[0].1 - w[1].0).abs() < 1e-9),
+        "{chunks:?}"
+    );
+    let end = chunks.last().unwrap().1;
+    assert!((end - 40.0).abs() < 0.2, "{chunks:?}");
+    let ev = spans(&v["evidence"]);
+    assert!(
+        !ev.is_empty() && ev.len() < chunks.len(),
+        "{ev:?} of {chunks:?}"
+    );
+    for r in &ev {
+        assert!(
+            chunks.contains(r),
+            "evidence {r:?} is not a chunk of {chunks:?}"
+        );
+        assert!(0.0 <= r.0 && r.1 <= end + 1e-9, "{r:?}");
+    }
+    // The prompt's frames come from the evidence, within the budget.
+    let times = floats(&v["frames"]);
+    assert!(!times.is_empty() && times.len() <= 4, "{times:?}");
+    for t in &times {
+        assert!(
+            ev.iter().any(|(s, e)| s <= t && t < e),
+            "{t} outside {ev:?}"
+        );
+    }
+    // One description per chunk, then the answer.
+    assert_eq!(
+        v["usage"]["calls"].as_u64().unwrap() as usize,
+        chunks.len() + 1
+    );
+}
+
+/// The frames the pipeline samples from the 5 s clip with `strategy`.
+fn pipeline_frames(strategy: &str) -> Vec<VideoFrame> {
+    use vidlm_pipeline::SourceOpener;
+    let req = vidlm_pipeline::SampleRequest {
+        strategy: strategy.into(),
+        from: 0.0,
+        to: None,
+        max_frames: None,
+        size: None,
+    };
+    let mut src = vidlm_pipeline::MediaOpener
+        .open(
+            root().join("samples/bbb-720p-5s.mp4").to_str().unwrap(),
+            &req,
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(f) = src.next_frame() {
+        let f = f.unwrap();
+        out.push(VideoFrame {
+            rgb: f.rgb,
+            width: f.width,
+            height: f.height,
+            timestamp: f.pts,
+        });
+    }
+    out
+}
+
+#[test]
+fn qwen3vl_model_matches_the_library() {
+    let model = root().join("crates/models/tests/fixtures/qwen3vl-tiny");
+    let m = model.to_str().unwrap();
+    let v = ask_json(&[
+        "--model",
+        m,
+        "samples/bbb-720p-5s.mp4",
+        QUESTION,
+        "--sample",
+        "fps:2",
+        "--max-new-tokens",
+        "8",
+    ]);
+    let ids = token_ids(&v);
+    assert!(!ids.is_empty());
+
+    // The library, on the same frames encoded as one video (frame pairs).
+    let frames = pipeline_frames("fps:2");
+    assert!(frames.len() >= 9, "{} frames", frames.len());
+    let mut lib = vidlm_models::load_model(m, &LoadOptions::default()).unwrap();
+    assert_eq!(lib.frames_per_group(), 2);
+    let groups = lib.encode_frames(&frames).unwrap();
+    let params = GenerationParams {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let g = lib
+        .generate(&groups, QUESTION, &params, &mut |_| {})
+        .unwrap();
+    assert_eq!(g.token_ids, ids);
+    assert_eq!(g.text, v["answer"].as_str().unwrap());
+    assert_eq!(
+        g.prompt_tokens as u64,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    // One timestamp per frame pair: the pair's first frame.
+    let pairs: Vec<f64> = frames.iter().step_by(2).map(|f| f.timestamp).collect();
+    assert_eq!(floats(&v["frames"]), pairs);
+    assert_eq!(spans(&v["evidence"]).len(), 1);
+
+    // Image mode through Qwen3-VL's image prompt: one image, or a clear error for several.
+    let png = root().join("crates/models/tests/fixtures/frames/bbb-n060-1280x720.png");
+    let p = png.to_str().unwrap();
+    let v = ask_json(&[
+        "--model",
+        m,
+        "--image",
+        p,
+        "Describe the image.",
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert_eq!(floats(&v["frames"]), vec![0.0]);
+    assert!(token_ids(&v).len() <= 4);
+    let out = vidlm(&["ask", "--model", m, "--image", p, "--image", p, "Describe."]);
+    assert_one_line_error(&out, &["--image", "Qwen3-VL", "one image"]);
 }

@@ -1,5 +1,9 @@
-//! `vidlm ask`: answer a question about a video (sampled frames, video prompt) or about images
-//! (`--image`, image prompt with splitting), with a SmolVLM2 model.
+//! `vidlm ask`: answer a question about a video or about images, with any supported model
+//! (SmolVLM2 or Qwen3-VL, as the checkpoint's config.json says).
+//!
+//! A video goes through the pipeline: clips that fit one prompt are asked directly; longer ones
+//! are described chunk by chunk first, the chunks that match the question are asked over, and
+//! their time ranges come back as evidence. `--image` asks the model's image prompt instead.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,16 +11,29 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use vidlm_models::smolvlm::{AskOutput, SmolVlmEngine};
-use vidlm_models::{GenerationParams, LoadOptions, VideoFrame, VisionLanguageModel};
+use vidlm_models::qwen3_vl::{is_qwen3_vl, Qwen3VlEngine};
+use vidlm_models::smolvlm::SmolVlmEngine;
+use vidlm_models::{Generation, GenerationParams, VideoFrame};
+use vidlm_pipeline::{format_clock, PipelineConfig, TimeRange};
+
+use crate::common::{load_options, one_line, parse_dtype, parse_time_arg, PipelineArgs};
 
 /// The default model: SmolVLM2 256M, trained on video.
 pub const DEFAULT_MODEL: &str = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct";
+/// Frame sampling without `--pipeline` or `--sample`.
+const DEFAULT_SAMPLE: &str = "frames:8";
+/// Most new tokens without `--pipeline` or `--max-new-tokens`.
+const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 
 /// Arguments of `vidlm ask`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  vidlm ask clip.mp4 \"What happens?\" --model DIR\n  \
+    after_help = "Without --pipeline: --model HuggingFaceTB/SmolVLM2-256M-Video-Instruct \
+                        --sample frames:8 --max-new-tokens 256, greedy.\n\n\
+                        Examples:\n  vidlm ask clip.mp4 \"What happens?\" --model DIR\n  \
+                        vidlm ask long.mp4 \"When does the door open?\" --pipeline \
+                        pipelines/ask.toml --json\n  \
+                        vidlm ask clip.mp4 \"Who speaks?\" --from 1:00 --to 2:00\n  \
                         vidlm ask --image photo.png \"What is in this picture?\" --json"
 )]
 pub struct Args {
@@ -24,48 +41,195 @@ pub struct Args {
     /// question.
     #[arg(value_name = "[VIDEO] QUESTION", num_args = 1..=2, required = true)]
     inputs: Vec<String>,
-    /// Model directory or Hugging Face hub id (resolved in the HF cache; HF_HOME, HF_HUB_OFFLINE).
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: String,
-    /// Ask about this image instead of a video (repeatable).
+    /// Ask about this image instead of a video (repeatable; Qwen3-VL takes one).
     #[arg(long = "image", value_name = "PNG")]
     images: Vec<PathBuf>,
-    /// Frame sampling: fps:N, frames:N, keyframes, scene:T or all (capped at the model's budget).
-    #[arg(long, default_value = "frames:8")]
-    sample: String,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 256)]
-    max_new_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Nucleus sampling threshold (1 disables it).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    /// Keep the k most likely tokens (0 disables it).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Penalty on tokens already present (1 disables it).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 299792458)]
-    seed: u64,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Start of the time range asked about (seconds or [HH:]MM:SS).
+    #[arg(long, value_parser = parse_time_arg, value_name = "TIME")]
+    from: Option<f64>,
+    /// End of the time range asked about (exclusive).
+    #[arg(long, value_parser = parse_time_arg, value_name = "TIME")]
+    to: Option<f64>,
+    /// Nucleus sampling threshold (1 disables it; default: the preset's, else 1).
+    #[arg(long, value_name = "P")]
+    top_p: Option<f64>,
+    /// Keep the k most likely tokens (0 disables it; default: the preset's, else 0).
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Penalty on tokens already present (1 disables it; default: the preset's, else 1).
+    #[arg(long, value_name = "X")]
+    repetition_penalty: Option<f32>,
     /// Weight and activation dtype: f32 (CPU default), bf16 or f16 (for accelerators).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     dtype: String,
-    /// Print one JSON object (answer, token_ids, frames, usage) instead of streaming the answer.
+    /// Print one JSON object (answer, token_ids, frames, evidence, answer_times, usage, model)
+    /// instead of the answer as text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
 }
 
-/// The first line of an error: candle appends a backtrace to its messages when RUST_BACKTRACE is
-/// set, and errors here are one line.
-fn one_line(e: vidlm_models::ModelError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or_default())
+impl Args {
+    /// The pipeline configuration: the preset (or ask's defaults) with every flag applied.
+    fn config(&self) -> anyhow::Result<PipelineConfig> {
+        let mut p = self.pipeline.clone();
+        if p.pipeline.is_none() {
+            // The CLI contract's defaults (issue 3), not the summarize-oriented library ones.
+            p.model.get_or_insert_with(|| DEFAULT_MODEL.to_string());
+            p.sample.get_or_insert_with(|| DEFAULT_SAMPLE.to_string());
+            p.max_new_tokens.get_or_insert(DEFAULT_MAX_NEW_TOKENS);
+        }
+        let mut cfg = p.config()?;
+        if let Some(x) = self.top_p {
+            cfg.generation.top_p = x;
+        }
+        if let Some(k) = self.top_k {
+            cfg.generation.top_k = k;
+        }
+        if let Some(r) = self.repetition_penalty {
+            cfg.generation.repetition_penalty = r;
+        }
+        let g = &cfg.generation;
+        if !(g.temperature >= 0.0 && g.temperature.is_finite()) {
+            bail!("--temperature {}: must be a number >= 0", g.temperature);
+        }
+        if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+            bail!("--top-p {}: must be in (0, 1]", g.top_p);
+        }
+        if !(g.repetition_penalty > 0.0 && g.repetition_penalty.is_finite()) {
+            bail!(
+                "--repetition-penalty {}: must be a number > 0",
+                g.repetition_penalty
+            );
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Runs `vidlm ask`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let t_all = Instant::now();
+    let (video, question) = match (args.images.is_empty(), args.inputs.as_slice()) {
+        (true, [v, q]) => (Some(v.clone()), q.clone()),
+        (true, [_]) => bail!("ask: give a VIDEO and a QUESTION (or --image PNG and a QUESTION)"),
+        (false, [q]) => (None, q.clone()),
+        (false, _) => bail!("ask: with --image give only the QUESTION, not a video"),
+        _ => bail!("ask: expected [VIDEO] QUESTION"),
+    };
+    if question.trim().is_empty() {
+        bail!("ask: the question is empty");
+    }
+    if args.pipeline.threads == Some(0) {
+        bail!("--threads 0: must be at least 1");
+    }
+    if let (Some(f), Some(t)) = (args.from, args.to) {
+        if t <= f {
+            bail!("--to ({t} s) must be after --from ({f} s)");
+        }
+    }
+    let dtype = parse_dtype(&args.dtype)?;
+    let cfg = args.config()?;
+    match video {
+        Some(v) => ask_video(&args, cfg, dtype, &v, &question, t_all),
+        None => {
+            if args.from.is_some() || args.to.is_some() {
+                bail!("--from/--to: only for a video, not with --image");
+            }
+            ask_images(&args, &cfg, dtype, &question, t_all)
+        }
+    }
+}
+
+/// A video through the pipeline's `ask`.
+fn ask_video(
+    args: &Args,
+    cfg: PipelineConfig,
+    dtype: candle_core::DType,
+    video: &str,
+    question: &str,
+    t_all: Instant,
+) -> anyhow::Result<ExitCode> {
+    // Check the sampling spec before the (slow) model load, naming the flag.
+    cfg.sampling
+        .strategy
+        .parse::<vidlm_media::SamplingStrategy>()
+        .with_context(|| format!("--sample {}", cfg.sampling.strategy))?;
+    let model_id = cfg.model.id.clone();
+    let t0 = Instant::now();
+    let pipeline = args.pipeline.build_with(cfg, dtype)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let spinner = if args.json {
+        None
+    } else {
+        crate::common::progress_spinner()
+    };
+    let result = pipeline.ask(video, question, args.from, args.to);
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(vidlm_pipeline::PipelineError::Cancelled) => {
+            eprintln!("vidlm: interrupted; nothing written");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let s = &report.timings.stages;
+    if args.pipeline.metrics {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "metrics": { "timings": report.timings, "usage": report.usage } })
+        );
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "answer": report.answer,
+            "token_ids": report.token_ids,
+            "frames": report.frames,
+            "evidence": report.evidence,
+            "answer_times": report.answer_times,
+            "chunks": report.chunks,
+            "question": report.question,
+            "video": report.video,
+            "model": model_id,
+            "usage": {
+                "calls": report.usage.calls,
+                "prompt_tokens": report.usage.prompt_tokens,
+                "generated_tokens": report.usage.generated_tokens,
+                "seconds": {
+                    "load": load_s,
+                    "sample": s.decode,
+                    "preprocess": s.preprocess,
+                    "vision": s.encode,
+                    "pool": s.pool,
+                    "llm": s.llm,
+                    "total": t_all.elapsed().as_secs_f64(),
+                },
+            },
+        });
+        println!("{v}");
+    } else {
+        // The pipeline returns the answer whole (no token callback), so it is printed at the end.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", report.answer)
+            .and_then(|_| out.flush())
+            .context("writing to standard output")?;
+        if !report.chunks.is_empty() {
+            eprintln!("evidence: {}", ranges(&report.evidence));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `0:10-0:20, 0:40-0:50`.
+fn ranges(r: &[TimeRange]) -> String {
+    r.iter()
+        .map(|t| format!("{}-{}", format_clock(t.start), format_clock(t.end)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn load_png(path: &PathBuf) -> anyhow::Result<VideoFrame> {
@@ -85,57 +249,59 @@ fn load_png(path: &PathBuf) -> anyhow::Result<VideoFrame> {
     })
 }
 
-/// Runs `vidlm ask`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let t_all = Instant::now();
-    let (video, question) = match (args.images.is_empty(), args.inputs.as_slice()) {
-        (true, [v, q]) => (Some(v.clone()), q.clone()),
-        (true, [_]) => bail!("ask: give a VIDEO and a QUESTION (or --image PNG and a QUESTION)"),
-        (false, [q]) => (None, q.clone()),
-        (false, _) => bail!("ask: with --image give only the QUESTION, not a video"),
-        _ => bail!("ask: expected [VIDEO] QUESTION"),
-    };
-    if question.trim().is_empty() {
-        bail!("ask: the question is empty");
-    }
-    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        bail!("--temperature {}: must be a number >= 0", args.temperature);
-    }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        bail!("--top-p {}: must be in (0, 1]", args.top_p);
-    }
-    if args.threads == Some(0) {
-        bail!("--threads 0: must be at least 1");
-    }
-    let strategy: vidlm_media::SamplingStrategy = args
-        .sample
-        .parse()
-        .with_context(|| format!("--sample {}", args.sample))?;
+/// Images through the model's own image prompt (SmolVLM2: several, with splitting; Qwen3-VL:
+/// one), streaming the answer unless `--json`.
+fn ask_images(
+    args: &Args,
+    cfg: &PipelineConfig,
+    dtype: candle_core::DType,
+    question: &str,
+    t_all: Instant,
+) -> anyhow::Result<ExitCode> {
+    // Read the images first: a bad path fails before the (slow) model load.
+    let t1 = Instant::now();
+    let frames = args
+        .images
+        .iter()
+        .map(load_png)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let read_s = t1.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
-    let dtype = match args.dtype.as_str() {
-        "bf16" => candle_core::DType::BF16,
-        "f16" => candle_core::DType::F16,
-        _ => candle_core::DType::F32,
+    let opts = load_options(cfg, dtype);
+    let spec = cfg.model.id.as_str();
+    let load_err = || format!("--model {spec}: cannot load the model");
+    let qwen = is_qwen3_vl(
+        &vidlm_models::hub::resolve(spec)
+            .map_err(one_line)
+            .with_context(load_err)?,
+    );
+    enum Engine {
+        Smol(Box<SmolVlmEngine>),
+        Qwen(Box<Qwen3VlEngine>),
+    }
+    let mut engine = if qwen {
+        if args.images.len() > 1 {
+            bail!(
+                "--image: {spec} is a Qwen3-VL model, which takes one image per question (got {})",
+                args.images.len()
+            );
+        }
+        Engine::Qwen(Box::new(
+            Qwen3VlEngine::load(spec, &opts)
+                .map_err(one_line)
+                .with_context(load_err)?,
+        ))
+    } else {
+        Engine::Smol(Box::new(
+            SmolVlmEngine::load(spec, &opts)
+                .map_err(one_line)
+                .with_context(load_err)?,
+        ))
     };
-    let opts = LoadOptions {
-        threads: args.threads,
-        dtype,
-        ..LoadOptions::default()
-    };
-    let mut engine = SmolVlmEngine::load(&args.model, &opts)
-        .map_err(one_line)
-        .with_context(|| format!("--model {}: cannot load the model", args.model))?;
     let load_s = t0.elapsed().as_secs_f64();
 
-    let params = GenerationParams {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-    };
+    let params: GenerationParams = cfg.generation.params();
     let stream = !args.json;
     let mut on_text = |s: &str| {
         if stream {
@@ -144,70 +310,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = stdout.flush();
         }
     };
-
-    let t1 = Instant::now();
-    let (frames, duration) = match &video {
-        Some(v) => {
-            vidlm_media::init();
-            let input = vidlm_media::Input::parse(v);
-            let info = vidlm_media::probe(&input)
-                .with_context(|| format!("{v}: cannot read the video"))?;
-            let mut so = vidlm_media::SampleOptions::new(strategy);
-            so.max_frames = Some(engine.max_frames());
-            let sampled = vidlm_media::sample_all(&input, so)
-                .with_context(|| format!("{v}: cannot sample frames"))?;
-            if sampled.is_empty() {
-                bail!(
-                    "{v}: no frames could be sampled with --sample {}",
-                    args.sample
-                );
-            }
-            let frames: Vec<VideoFrame> = sampled
-                .into_iter()
-                .map(|f| VideoFrame {
-                    rgb: f.rgb,
-                    width: f.width,
-                    height: f.height,
-                    timestamp: f.pts,
-                })
-                .collect();
-            (frames, info.duration)
+    let t2 = Instant::now();
+    // (generation, preprocess seconds, vision seconds); Qwen3-VL's image call does not split
+    // its time, so its preprocessing and vision are inside the LLM seconds.
+    let (g, pre_s, vis_s): (Generation, f64, f64) = match &mut engine {
+        Engine::Smol(e) => {
+            let out = e
+                .ask_images(&frames, question, &params, &mut on_text)
+                .map_err(one_line)
+                .with_context(|| format!("{spec}: generation failed"))?;
+            (out.generation, out.preprocess_seconds, out.vision_seconds)
         }
-        None => (
-            args.images
-                .iter()
-                .map(load_png)
-                .collect::<anyhow::Result<Vec<_>>>()?,
-            None,
-        ),
+        Engine::Qwen(e) => {
+            let g = e
+                .ask_image(&frames[0], question, &params, &mut on_text)
+                .map_err(one_line)
+                .with_context(|| format!("{spec}: generation failed"))?;
+            (g, 0.0, 0.0)
+        }
     };
-    let sample_s = t1.elapsed().as_secs_f64();
-
-    let out: AskOutput = if video.is_some() {
-        engine.ask_video(&frames, duration, &question, &params, &mut on_text)
-    } else {
-        engine.ask_images(&frames, &question, &params, &mut on_text)
-    }
-    .map_err(one_line)
-    .with_context(|| format!("{}: generation failed", engine.name()))?;
-    let g = &out.generation;
+    let gen_s = t2.elapsed().as_secs_f64();
     if args.json {
         let v = serde_json::json!({
             "answer": g.text,
             "token_ids": g.token_ids,
             "frames": frames.iter().map(|f| f.timestamp).collect::<Vec<_>>(),
+            "evidence": [],
+            "answer_times": [],
             "finish": g.finish,
-            "model": args.model,
+            "question": question,
+            "model": spec,
             "usage": {
+                "calls": 1,
                 "prompt_tokens": g.prompt_tokens,
                 "generated_tokens": g.token_ids.len(),
                 "seconds": {
                     "load": load_s,
-                    "sample": sample_s,
-                    "preprocess": out.preprocess_seconds,
-                    "vision": out.vision_seconds,
-                    "prefill": g.prefill_seconds,
-                    "decode": g.decode_seconds,
+                    "sample": read_s,
+                    "preprocess": pre_s,
+                    "vision": vis_s,
+                    "pool": 0.0,
+                    "llm": (gen_s - pre_s - vis_s).max(0.0),
                     "total": t_all.elapsed().as_secs_f64(),
                 },
             },

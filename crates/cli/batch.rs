@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use vidlm_pipeline::batch::{read_manifest, run_batch, BatchProgress, OutputLog};
 
-use crate::summarize::PipelineArgs;
+use crate::common::PipelineArgs;
 
 /// Arguments of `vidlm batch`.
 #[derive(clap::Args, Debug)]

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod ask;
 mod batch;
+mod common;
 mod frames;
 mod probe;
 mod summarize;

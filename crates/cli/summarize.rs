@@ -1,162 +1,13 @@
 //! `vidlm summarize`: timestamped descriptions of a video and an overall summary.
-//!
-//! Also home of [`PipelineArgs`], the pipeline flags `summarize` and `batch` share: a preset
-//! (`--pipeline FILE`) is loaded first and every flag given overrides it.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use vidlm_pipeline::{
-    install_ctrlc, CancelToken, Event, JobOutcome, JobOutput, JobSpec, OutputFormat, Pipeline,
-    PipelineConfig,
-};
+use vidlm_pipeline::{Event, JobOutcome, JobOutput, JobSpec, OutputFormat};
 
-/// Pipeline flags shared by `summarize` and `batch`; each overrides the preset's value.
-#[derive(clap::Args, Debug, Clone)]
-pub struct PipelineArgs {
-    /// A preset (pipelines/*.toml): sampling, chunking, pooling, model, prompts, output.
-    #[arg(long, value_name = "FILE")]
-    pub pipeline: Option<PathBuf>,
-    /// Model directory or hub id.
-    #[arg(long, short = 'm', value_name = "M")]
-    pub model: Option<String>,
-    /// Frame sampling: fps:N, frames:N, keyframes, scene:T or all.
-    #[arg(long, value_name = "S")]
-    pub sample: Option<String>,
-    /// Most frames sampled per video.
-    #[arg(long, value_name = "N")]
-    pub max_frames: Option<usize>,
-    /// Most frames per prompt (default: the model's own limit; Qwen3-VL's frame pairs count as
-    /// two).
-    #[arg(long, value_name = "N")]
-    pub prompt_frames: Option<usize>,
-    /// Token pooling: none, mean:K, spatial:KxK, adaptive:TAU, or a `+`-joined chain.
-    #[arg(long, value_name = "P")]
-    pub pool: Option<String>,
-    /// Chunking of long videos: auto, whole, fixed:SECONDS or scene:T[:MIN[:MAX]].
-    #[arg(long, value_name = "C")]
-    pub chunk: Option<String>,
-    /// Rolling window for live inputs (rtsp, hls, http streams, `-`), e.g. 30s.
-    #[arg(long, value_name = "DURATION")]
-    pub window: Option<String>,
-    /// Merge adjacent chunks whose descriptions are at least this similar (0-1; above 1: never).
-    #[arg(long, value_name = "X")]
-    pub merge_threshold: Option<f64>,
-    /// Most new tokens per model call.
-    #[arg(long, value_name = "N")]
-    pub max_new_tokens: Option<usize>,
-    /// Sampling temperature (0: greedy).
-    #[arg(long, value_name = "T")]
-    pub temperature: Option<f64>,
-    /// Sampler seed.
-    #[arg(long, value_name = "S")]
-    pub seed: Option<u64>,
-    /// CPU threads for the model.
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// Videos decoded at once.
-    #[arg(long, value_name = "N")]
-    pub decode_workers: Option<usize>,
-    /// Frames per vision encoder call (across videos).
-    #[arg(long, value_name = "N")]
-    pub encode_batch: Option<usize>,
-    /// Load a second model instance so vision encoding overlaps generation.
-    #[arg(long)]
-    pub separate_encoder: bool,
-    /// Print the run's metrics (frames decoded and sampled, tokens in and out, busy seconds per
-    /// stage, peak memory) as one JSON line on stderr.
-    #[arg(long)]
-    pub metrics: bool,
-}
-
-impl PipelineArgs {
-    /// The preset (or the defaults) with the flags applied.
-    pub fn config(&self) -> anyhow::Result<PipelineConfig> {
-        let mut cfg = match &self.pipeline {
-            Some(p) => PipelineConfig::load(p)?,
-            None => PipelineConfig::default(),
-        };
-        if let Some(m) = &self.model {
-            cfg.model.id = m.clone();
-        }
-        if let Some(s) = &self.sample {
-            cfg.sampling.strategy = s.clone();
-        }
-        if self.max_frames.is_some() {
-            cfg.sampling.max_frames = self.max_frames;
-        }
-        if self.prompt_frames.is_some() {
-            cfg.model.max_frames = self.prompt_frames;
-        }
-        if self.threads.is_some() {
-            cfg.model.threads = self.threads;
-        }
-        if let Some(p) = &self.pool {
-            cfg.pooling.method = p.parse().context("--pool")?;
-        }
-        if let Some(c) = &self.chunk {
-            cfg.chunking.policy = c.parse().context("--chunk")?;
-        }
-        if let Some(w) = &self.window {
-            cfg.chunking.window = parse_duration(w).context("--window")?;
-        }
-        if let Some(x) = self.merge_threshold {
-            cfg.chunking.merge_threshold = x;
-        }
-        if let Some(n) = self.max_new_tokens {
-            cfg.generation.max_new_tokens = n;
-        }
-        if let Some(t) = self.temperature {
-            cfg.generation.temperature = t;
-        }
-        if let Some(s) = self.seed {
-            cfg.generation.seed = s;
-        }
-        if let Some(n) = self.decode_workers {
-            cfg.workers.decode = n;
-        }
-        if let Some(n) = self.encode_batch {
-            cfg.workers.encode_batch = n;
-        }
-        if self.separate_encoder {
-            cfg.workers.separate_encoder = true;
-        }
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Loads the model and builds the pipeline, with Ctrl-C wired to its cancel token.
-    pub fn build(&self) -> anyhow::Result<Pipeline> {
-        let cfg = self.config()?;
-        let cancel = CancelToken::new();
-        install_ctrlc(&cancel)?;
-        Ok(Pipeline::builder()
-            .config(cfg)
-            .cancel_token(cancel)
-            .build()?)
-    }
-}
-
-/// Parses a duration: `30s`, `30`, `1.5m`, `1:30`.
-pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
-    let t = s.trim();
-    let secs = if let Some(m) = t.strip_suffix('m') {
-        m.trim().parse::<f64>().map(|m| m * 60.0).ok()
-    } else {
-        vidlm_pipeline::batch::parse_time(t.strip_suffix('s').unwrap_or(t)).ok()
-    };
-    match secs {
-        Some(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => bail!("`{s}` is not a duration (e.g. 30s, 2m, 1:30)"),
-    }
-}
-
-/// Parses `--from/--to`: seconds or `[HH:]MM:SS`.
-pub fn parse_time_arg(s: &str) -> Result<f64, String> {
-    vidlm_pipeline::batch::parse_time(s)
-}
+use crate::common::{parse_time_arg, progress_spinner, PipelineArgs};
 
 /// Arguments of `vidlm summarize`.
 #[derive(clap::Args, Debug)]
@@ -234,15 +85,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A spinner on stderr when it is a terminal.
-fn progress_spinner() -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.enable_steady_tick(std::time::Duration::from_millis(120));
-    pb.set_message("decoding");
-    Some(pb)
 }

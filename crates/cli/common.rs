@@ -1,0 +1,227 @@
+//! Pieces the pipeline subcommands (`summarize`, `ask`, `batch`) share: [`PipelineArgs`], the
+//! pipeline flags (a preset, `--pipeline FILE`, is loaded first and every flag given overrides
+//! it), time and duration parsing, model loading and the progress spinner.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use vidlm_models::VisionLanguageModel;
+use vidlm_pipeline::{install_ctrlc, CancelToken, Pipeline, PipelineConfig};
+
+/// Pipeline flags shared by `summarize`, `ask` and `batch`; each overrides the preset's value.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// A preset (pipelines/*.toml): sampling, chunking, pooling, model, prompts, output.
+    #[arg(long, value_name = "FILE")]
+    pub pipeline: Option<PathBuf>,
+    /// Model directory or hub id.
+    #[arg(long, short = 'm', value_name = "M")]
+    pub model: Option<String>,
+    /// Frame sampling: fps:N, frames:N, keyframes, scene:T or all.
+    #[arg(long, value_name = "S")]
+    pub sample: Option<String>,
+    /// Most frames sampled per video.
+    #[arg(long, value_name = "N")]
+    pub max_frames: Option<usize>,
+    /// Most frames per prompt (default: the model's own limit; Qwen3-VL's frame pairs count as
+    /// two).
+    #[arg(long, value_name = "N")]
+    pub prompt_frames: Option<usize>,
+    /// Token pooling: none, mean:K, spatial:KxK, adaptive:TAU, or a `+`-joined chain.
+    #[arg(long, value_name = "P")]
+    pub pool: Option<String>,
+    /// Chunking of long videos: auto, whole, fixed:SECONDS or scene:T[:MIN[:MAX]].
+    #[arg(long, value_name = "C")]
+    pub chunk: Option<String>,
+    /// Rolling window for live inputs (rtsp, hls, http streams, `-`), e.g. 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub window: Option<String>,
+    /// Merge adjacent chunks whose descriptions are at least this similar (0-1; above 1: never).
+    #[arg(long, value_name = "X")]
+    pub merge_threshold: Option<f64>,
+    /// Most new tokens per model call.
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<usize>,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// Sampler seed.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// CPU threads for the model.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Videos decoded at once.
+    #[arg(long, value_name = "N")]
+    pub decode_workers: Option<usize>,
+    /// Frames per vision encoder call (across videos).
+    #[arg(long, value_name = "N")]
+    pub encode_batch: Option<usize>,
+    /// Load a second model instance so vision encoding overlaps generation.
+    #[arg(long)]
+    pub separate_encoder: bool,
+    /// Print the run's metrics (frames decoded and sampled, tokens in and out, busy seconds per
+    /// stage, peak memory) as one JSON line on stderr.
+    #[arg(long)]
+    pub metrics: bool,
+}
+
+impl PipelineArgs {
+    /// The preset (or the defaults) with the flags applied.
+    pub fn config(&self) -> anyhow::Result<PipelineConfig> {
+        let mut cfg = match &self.pipeline {
+            Some(p) => PipelineConfig::load(p)?,
+            None => PipelineConfig::default(),
+        };
+        if let Some(m) = &self.model {
+            cfg.model.id = m.clone();
+        }
+        if let Some(s) = &self.sample {
+            cfg.sampling.strategy = s.clone();
+        }
+        if self.max_frames.is_some() {
+            cfg.sampling.max_frames = self.max_frames;
+        }
+        if self.prompt_frames.is_some() {
+            cfg.model.max_frames = self.prompt_frames;
+        }
+        if self.threads.is_some() {
+            cfg.model.threads = self.threads;
+        }
+        if let Some(p) = &self.pool {
+            cfg.pooling.method = p.parse().context("--pool")?;
+        }
+        if let Some(c) = &self.chunk {
+            cfg.chunking.policy = c.parse().context("--chunk")?;
+        }
+        if let Some(w) = &self.window {
+            cfg.chunking.window = parse_duration(w).context("--window")?;
+        }
+        if let Some(x) = self.merge_threshold {
+            cfg.chunking.merge_threshold = x;
+        }
+        if let Some(n) = self.max_new_tokens {
+            cfg.generation.max_new_tokens = n;
+        }
+        if let Some(t) = self.temperature {
+            cfg.generation.temperature = t;
+        }
+        if let Some(s) = self.seed {
+            cfg.generation.seed = s;
+        }
+        if let Some(n) = self.decode_workers {
+            cfg.workers.decode = n;
+        }
+        if let Some(n) = self.encode_batch {
+            cfg.workers.encode_batch = n;
+        }
+        if self.separate_encoder {
+            cfg.workers.separate_encoder = true;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads the model and builds the pipeline, with Ctrl-C wired to its cancel token.
+    pub fn build(&self) -> anyhow::Result<Pipeline> {
+        let cfg = self.config()?;
+        let cancel = CancelToken::new();
+        install_ctrlc(&cancel)?;
+        Ok(Pipeline::builder()
+            .config(cfg)
+            .cancel_token(cancel)
+            .build()?)
+    }
+
+    /// Like [`Self::build`] with `cfg` (from [`Self::config`], possibly adjusted) and the model
+    /// (and, with `--separate-encoder`, its second instance) loaded in `dtype`.
+    pub fn build_with(
+        &self,
+        cfg: PipelineConfig,
+        dtype: candle_core::DType,
+    ) -> anyhow::Result<Pipeline> {
+        let model = load_model(&cfg, dtype)?;
+        let mut builder = Pipeline::builder();
+        if cfg.workers.separate_encoder {
+            builder = builder.encoder_model(load_model(&cfg, dtype)?);
+        }
+        let cancel = CancelToken::new();
+        install_ctrlc(&cancel)?;
+        Ok(builder
+            .config(cfg)
+            .model(model)
+            .cancel_token(cancel)
+            .build()?)
+    }
+}
+
+/// Loads the model `cfg.model` names (SmolVLM2 or Qwen3-VL, as its config.json says) in `dtype`.
+///
+/// # Errors
+/// One line naming `--model` and the model crate's reason.
+pub fn load_model(
+    cfg: &PipelineConfig,
+    dtype: candle_core::DType,
+) -> anyhow::Result<Box<dyn VisionLanguageModel>> {
+    let opts = load_options(cfg, dtype);
+    vidlm_models::load_model(&cfg.model.id, &opts)
+        .map_err(one_line)
+        .with_context(|| format!("--model {}: cannot load the model", cfg.model.id))
+}
+
+/// The load options `cfg` asks for, in `dtype`.
+pub fn load_options(cfg: &PipelineConfig, dtype: candle_core::DType) -> vidlm_models::LoadOptions {
+    vidlm_models::LoadOptions {
+        threads: cfg.model.threads,
+        max_frames: cfg.model.max_frames,
+        dtype,
+        ..Default::default()
+    }
+}
+
+/// The first line of a model error: candle appends a backtrace to its messages when
+/// RUST_BACKTRACE is set, and errors here are one line.
+pub fn one_line(e: vidlm_models::ModelError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or_default())
+}
+
+/// Parses `--dtype`: f32, bf16 or f16.
+pub fn parse_dtype(s: &str) -> anyhow::Result<candle_core::DType> {
+    match s {
+        "f32" => Ok(candle_core::DType::F32),
+        "bf16" => Ok(candle_core::DType::BF16),
+        "f16" => Ok(candle_core::DType::F16),
+        _ => bail!("--dtype {s}: expected f32, bf16 or f16"),
+    }
+}
+
+/// Parses a duration: `30s`, `30`, `1.5m`, `1:30`.
+pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
+    let t = s.trim();
+    let secs = if let Some(m) = t.strip_suffix('m') {
+        m.trim().parse::<f64>().map(|m| m * 60.0).ok()
+    } else {
+        vidlm_pipeline::batch::parse_time(t.strip_suffix('s').unwrap_or(t)).ok()
+    };
+    match secs {
+        Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => bail!("`{s}` is not a duration (e.g. 30s, 2m, 1:30)"),
+    }
+}
+
+/// Parses `--from/--to`: seconds or `[HH:]MM:SS`.
+pub fn parse_time_arg(s: &str) -> Result<f64, String> {
+    vidlm_pipeline::batch::parse_time(s)
+}
+
+/// A spinner on stderr when it is a terminal.
+pub fn progress_spinner() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb.set_message("decoding");
+    Some(pb)
+}
