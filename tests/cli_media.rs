@@ -249,6 +249,33 @@ fn bad_inputs_fail_with_one_line() {
 }
 
 #[test]
+fn window_past_the_end_says_so() {
+    let bbb = sample("bbb-720p-5s.mp4");
+    let input = bbb.to_str().unwrap();
+    // frames:N spreads over the window, so an empty one is an error that names the end...
+    assert_one_line_error(
+        &[
+            "frames", input, "--sample", "frames:4", "--from", "10", "--json",
+        ],
+        input,
+        "at or past the end of the video (5.280 s)",
+    );
+    // ...while fps:N past the end, like ffmpeg's fps filter, simply yields no frame.
+    let out = vidlm(&[
+        "frames", input, "--sample", "fps:1", "--from", "10", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout_json(&out)["frames"].as_array().map(Vec::len),
+        Some(0)
+    );
+}
+
+#[test]
 fn truncated_file_writes_frames_before_the_cut_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("square-half.mp4");

@@ -241,11 +241,26 @@ impl Sampler {
             }
             SamplingStrategy::Frames(n) => {
                 let Some(span) = span.filter(|s| *s > 0.0) else {
-                    return Err(MediaError::Unsupported {
-                        input: src.name.clone(),
-                        reason: format!(
+                    // An empty window (--from at or past the end) is a different mistake from an
+                    // input whose length nobody knows: say which.
+                    let reason = match window_end {
+                        Some(end) => match duration {
+                            Some(d) if opts.from >= d => format!(
+                                "the window starts at {:.3} s, at or past the end of the video ({d:.3} s)",
+                                opts.from
+                            ),
+                            _ => format!(
+                                "the window from {:.3} s to {end:.3} s is empty",
+                                opts.from
+                            ),
+                        },
+                        None => format!(
                             "frames:{n} needs a known duration; this input has none, give --to"
                         ),
+                    };
+                    return Err(MediaError::Unsupported {
+                        input: src.name.clone(),
+                        reason,
                     });
                 };
                 let n = opts.max_frames.map_or(n as usize, |m| m.min(n as usize));
