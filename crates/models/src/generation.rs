@@ -273,6 +273,30 @@ pub fn set_threads(n: usize) {
     }
 }
 
+/// Token ids in a config's `eos_token_id`, which HF writes as one number or a list.
+pub(crate) fn eos_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The eos ids of a checkpoint's `generation_config.json` (none when absent or unreadable: the file
+/// is optional and the model config names eos too).
+pub(crate) fn generation_config_eos(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("generation_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| eos_ids(v.get("eos_token_id")))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,16 +180,7 @@ impl TextConfig {
 
     /// End-of-sequence ids named by the config.
     pub fn eos_ids(&self) -> Vec<u32> {
-        match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
-            }
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_u64().map(|x| x as u32))
-                .collect(),
-            _ => Vec::new(),
-        }
+        crate::generation::eos_ids(self.eos_token_id.as_ref())
     }
 }
 

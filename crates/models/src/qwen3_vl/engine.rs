@@ -57,20 +57,6 @@ pub fn is_qwen3_vl(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn eos_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
-    match v {
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
-        }
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl Qwen3VlEngine {
     /// Loads a model from a local directory or hub id (see [`crate::hub::resolve`]).
     ///
@@ -84,12 +70,9 @@ impl Qwen3VlEngine {
         let dir = crate::hub::resolve(spec)?;
         let model = Qwen3Vl::load(&dir, opts.dtype, &opts.device)?;
         let processor = Processor::load(&dir)?;
-        let mut stop_ids = eos_ids(model.config.text_config.eos_token_id.as_ref());
-        if let Ok(t) = std::fs::read_to_string(dir.join("generation_config.json")) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
-                stop_ids.extend(eos_ids(v.get("eos_token_id")));
-            }
-        }
+        let mut stop_ids =
+            crate::generation::eos_ids(model.config.text_config.eos_token_id.as_ref());
+        stop_ids.extend(crate::generation::generation_config_eos(&dir));
         if let Some(id) = processor.tokenizer.token_to_id("<|im_end|>") {
             stop_ids.push(id);
         }

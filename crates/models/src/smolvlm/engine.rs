@@ -111,7 +111,7 @@ impl SmolVlmEngine {
             .text_config
             .eos_ids()
             .into_iter()
-            .chain(generation_eos(&dir))
+            .chain(crate::generation::generation_config_eos(&dir))
         {
             if !stop_ids.contains(&id) {
                 stop_ids.push(id);
@@ -356,26 +356,6 @@ fn video_max_frames(dir: &Path) -> Option<usize> {
                 .and_then(from)
         })
         .or_else(|| read("preprocessor_config.json").as_ref().and_then(from))
-}
-
-fn generation_eos(dir: &Path) -> Vec<u32> {
-    let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) else {
-        return Vec::new();
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return Vec::new();
-    };
-    match v.get("eos_token_id") {
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
-        }
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 impl VisionLanguageModel for SmolVlmEngine {
