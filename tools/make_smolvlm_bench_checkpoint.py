@@ -10,10 +10,17 @@ written under target/ (gitignored), never committed. Timing does not depend on t
 
     eval "$(../shared/tools/reference-venv.sh)"
     python tools/make_smolvlm_bench_checkpoint.py [OUT_DIR]   # default target/bench-models/smolvlm2-256m-random
+
+It also writes OUT_DIR-pipeline, the same weights (symlinked) with a tokenizer, chat template and
+processor config, so the whole pipeline can run on it (crates/pipeline/benches/pipeline.rs): the
+tokenizer is the tiny fixture's (its ids fit the 49280-row embedding), config.json's image_token_id
+is set to that tokenizer's <image> id, and the processor sizes are the real 512 px ones.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,7 +38,41 @@ def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT
     if (out / "model.safetensors").is_file():
         print(f"{out} already there")
+    else:
+        write_checkpoint(out)
+    write_pipeline_variant(out)
+
+
+def write_pipeline_variant(out: Path) -> None:
+    """OUT-pipeline: the random weights with a working tokenizer and the real processor sizes."""
+    dst = out.with_name(out.name + "-pipeline")
+    if (dst / "config.json").is_file():
+        print(f"{dst} already there")
         return
+    tiny = ROOT / "crates" / "models" / "tests" / "fixtures" / "smolvlm-tiny-sf4"
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(tiny / name, tmp / name)
+    shutil.copy(out / "generation_config.json", tmp / "generation_config.json")
+    (tmp / "model.safetensors").symlink_to(Path("..") / out.name / "model.safetensors")
+    config = json.loads((out / "config.json").read_text())
+    config["image_token_id"] = json.loads((tiny / "config.json").read_text())["image_token_id"]
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    proc = json.loads((tiny / "processor_config.json").read_text())
+    for key in ["image_processor", "video_processor"]:
+        proc[key]["max_image_size"] = {"longest_edge": 512}
+    proc["image_processor"]["size"] = {"longest_edge": 2048}
+    proc["video_processor"]["size"] = {"longest_edge": 512}
+    proc["video_processor"]["video_sampling"]["video_size"] = {"longest_edge": 512}
+    proc["image_seq_len"] = 64
+    (tmp / "processor_config.json").write_text(json.dumps(proc, indent=2))
+    tmp.rename(dst)  # nothing written half
+    print(f"wrote {dst}")
+
+
+def write_checkpoint(out: Path) -> None:
     config = SmolVLMConfig(
         vision_config=dict(
             hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,

@@ -6,6 +6,10 @@
 //! VIDLM_BENCH_MODEL=DIR VIDLM_BENCH_VIDEO=FILE VIDLM_BENCH_RUNS=5 cargo bench -p vidlm-pipeline --bench pipeline
 //! ```
 //!
+//! The issue's full-size run: `python tools/make_smolvlm_bench_checkpoint.py` (in the reference
+//! venv) writes `target/bench-models/smolvlm2-256m-random-pipeline`; pass its absolute path as
+//! VIDLM_BENCH_MODEL.
+//!
 //! Defaults: the tiny SmolVLM2 fixture, the 55 s trailer, fps:1, a 10 s chunk grid, 3 runs per
 //! mode, a second model instance for the encoder (so encoding can overlap generation). Prints the
 //! median wall time and busy time per stage of each mode, the ratio of the two, and the pipelined
