@@ -4,32 +4,22 @@
 //! processes a video) -- so the pipeline's per-job batching of frame pairs, its pixel budget and
 //! its pooling of the DeepStack layout change nothing.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::{json, Value};
 use vidlm_models::{GenerationParams, LoadOptions, VideoFrame};
 use vidlm_pipeline::{MediaOpener, SampleRequest, SourceOpener};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{root, vidlm};
 
 fn model() -> String {
-    root()
-        .join("crates/models/tests/fixtures/qwen3vl-tiny")
-        .to_string_lossy()
-        .into_owned()
+    common::fixture_model("qwen3vl-tiny")
 }
 
 fn sample() -> PathBuf {
     root().join("samples/bbb-720p-5s.mp4")
-}
-
-fn vidlm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vidlm"));
-    c.current_dir(root());
-    c
 }
 
 const TOKENS: usize = 8;

@@ -1,44 +1,17 @@
 //! End-to-end tests of `vidlm summarize` with the real tiny SmolVLM2 checkpoint
 //! (crates/models/tests/fixtures/smolvlm-tiny-sf2) on sample and synthetic media.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{ffmpeg, root, vidlm};
 
 fn model() -> String {
-    root()
-        .join("crates/models/tests/fixtures/smolvlm-tiny-sf2")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn vidlm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vidlm"));
-    c.current_dir(root());
-    c
-}
-
-/// Makes a clip with the ffmpeg CLI, or returns None (printing why) where ffmpeg is missing.
-fn ffmpeg(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
-    let out = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(out),
-        Ok(s) => panic!("ffmpeg failed ({s}) making {name}"),
-        Err(e) => {
-            eprintln!("skipping: the ffmpeg CLI is not available ({e})");
-            None
-        }
-    }
+    common::fixture_model("smolvlm-tiny-sf2")
 }
 
 /// Runs `vidlm summarize` with the tiny model and returns the parsed JSON.

@@ -1,0 +1,46 @@
+//! Helpers shared by the CLI tests: where the repo and its fixtures are, the built binary, and
+//! clips made with the ffmpeg CLI.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (the root package's manifest dir).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tiny model checkpoint under crates/models/tests/fixtures, as a `--model` argument.
+pub fn fixture_model(name: &str) -> String {
+    root()
+        .join("crates/models/tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The `vidlm` binary, run from the repository root.
+pub fn vidlm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vidlm"));
+    c.current_dir(root());
+    c
+}
+
+/// Makes a clip with the ffmpeg CLI, or returns None (printing why) where ffmpeg is missing.
+pub fn ffmpeg(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
+    let out = dir.join(name);
+    match Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(&out)
+        .status()
+    {
+        Ok(s) if s.success() => Some(out),
+        Ok(s) => panic!("ffmpeg failed ({s}) making {name}"),
+        Err(e) => {
+            eprintln!("skipping: the ffmpeg CLI is not available ({e})");
+            None
+        }
+    }
+}
