@@ -5,6 +5,7 @@
 //! range), the pooling stage may merge groups, and the language half answers a prompt over them.
 
 pub mod chat_template;
+pub mod cpu_ops;
 pub mod generation;
 pub mod gguf;
 pub mod hub;

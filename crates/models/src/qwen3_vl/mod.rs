@@ -24,6 +24,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear, RmsNorm, VarBuilder};
 use serde::Deserialize;
 
+use crate::cpu_ops;
 use crate::ModelError;
 
 /// RoPE settings in either config spelling (4.x `rope_scaling` + `rope_theta`, 5.x `rope_parameters`).
@@ -304,7 +305,7 @@ fn lin(i: usize, o: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Li
 fn gelu(x: &Tensor, act: &str) -> candle_core::Result<Tensor> {
     match act {
         // candle's `gelu` is the tanh approximation (gelu_pytorch_tanh); `gelu_erf` is exact.
-        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => x.gelu(),
+        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => cpu_ops::gelu_tanh(x),
         _ => x.gelu_erf(),
     }
 }
@@ -372,35 +373,19 @@ impl VisionBlock {
         let hd = hidden / self.heads;
         let h = self.norm1.forward(x)?;
         let qkv = self.qkv.forward(&h)?.reshape((n, 3, self.heads, hd))?;
-        // [heads, n, hd]
-        let q = qkv
-            .narrow(1, 0, 1)?
-            .squeeze(1)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let k = qkv
-            .narrow(1, 1, 1)?
-            .squeeze(1)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let v = qkv
-            .narrow(1, 2, 1)?
-            .squeeze(1)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let q = rope(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
-        let k = rope(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+        // [1, heads, n, hd] views; rope makes q and k contiguous, v stays a strided view that the
+        // fused attention reads in place.
+        let part = |i| {
+            qkv.narrow(1, i, 1)?
+                .squeeze(1)?
+                .transpose(0, 1)?
+                .unsqueeze(0)
+        };
+        let q = rope(&part(0)?, cos, sin)?;
+        let k = rope(&part(1)?, cos, sin)?;
+        let v = part(2)?;
         let scale = (hd as f64).powf(-0.5);
-        let mut outs = Vec::with_capacity(segments.len());
-        for &(s, len) in segments {
-            let qs = q.narrow(1, s, len)?.contiguous()?;
-            let ks = k.narrow(1, s, len)?.contiguous()?;
-            let vs = v.narrow(1, s, len)?.contiguous()?;
-            outs.push(attention(&qs, &ks, &vs, scale, None)?);
-        }
-        let a = Tensor::cat(&outs, 1)?
-            .transpose(0, 1)?
-            .reshape((n, hidden))?;
+        let a = cpu_ops::attention(&q, &k, &v, scale, segments)?.reshape((n, hidden))?;
         let x = (x + self.proj.forward(&a)?)?;
         let m = self.fc2.forward(&gelu(
             &self.fc1.forward(&self.norm2.forward(&x)?)?,

@@ -23,6 +23,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use crate::cpu_ops;
 use crate::llama_text::{TextConfig, TextModel};
 use crate::ModelError;
 
@@ -339,46 +340,6 @@ fn invalid(e: candle_core::Error) -> ModelError {
     ModelError::Invalid(msg.lines().next().unwrap_or_default().to_string())
 }
 
-/// `gelu_pytorch_tanh` on CPU f32, split over the thread pool (candle's own unary map runs on one
-/// thread; this MLP activation is the vision tower's largest elementwise op). Same formula.
-struct GeluTanh;
-
-impl candle_core::CustomOp1 for GeluTanh {
-    fn name(&self) -> &'static str {
-        "vidlm-gelu-tanh"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s: &candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let (candle_core::CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
-            candle_core::bail!("vidlm-gelu-tanh: needs a contiguous f32 tensor");
-        };
-        let src = &v[a..b];
-        let mut dst = vec![0f32; src.len()];
-        const C: f32 = 0.797_884_6; // sqrt(2 / pi)
-        dst.par_chunks_mut(1 << 14)
-            .zip(src.par_chunks(1 << 14))
-            .for_each(|(d, s)| {
-                for (d, &x) in d.iter_mut().zip(s) {
-                    *d = 0.5 * x * (1.0 + (C * x * (1.0 + 0.044715 * x * x)).tanh());
-                }
-            });
-        Ok((candle_core::CpuStorage::F32(dst), l.shape().clone()))
-    }
-}
-
-fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        x.apply_op1_no_bwd(&GeluTanh)
-    } else {
-        x.gelu()
-    }
-}
-
 #[derive(Debug, Clone)]
 struct VisionLayer {
     ln1: candle_nn::LayerNorm,
@@ -397,22 +358,15 @@ impl VisionLayer {
         let (b, n, d) = x.dims3()?;
         let hd = d / self.heads;
         let h = self.ln1.forward(x)?;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        // Scaling q (n x hd) instead of the scores (n x n) is the same maths, n/hd times cheaper.
-        let scale = 1.0 / (hd as f64).sqrt();
-        let q = (split(self.q.forward(&h)?)? * scale)?;
+        // [b, heads, n, hd] views of the projections; the fused attention reads them strided.
+        let split = |t: Tensor| t.reshape((b, n, self.heads, hd))?.transpose(1, 2);
+        let q = split(self.q.forward(&h)?)?;
         let k = split(self.k.forward(&h)?)?;
         let v = split(self.v.forward(&h)?)?;
-        let in_dtype = q.dtype();
-        let att = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(in_dtype)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let y =
+            cpu_ops::attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), &[])?.reshape((b, n, d))?;
         let x = (x + self.o.forward(&y)?)?;
-        let h = gelu_tanh(&self.fc1.forward(&self.ln2.forward(&x)?)?)?;
+        let h = cpu_ops::gelu_tanh(&self.fc1.forward(&self.ln2.forward(&x)?)?)?;
         x + self.fc2.forward(&h)?
     }
 }

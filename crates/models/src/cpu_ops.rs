@@ -1,0 +1,528 @@
+//! Fused CPU kernels for the vision towers, where candle's generic ops leave most of the time on
+//! the table: softmax attention without a mask (the scores never leave the cache) and the tanh
+//! GELU, both with a vectorized `exp`.
+//!
+//! Measured on the SmolVLM2-256M vision tower (1024 tokens, 12 heads of 64, 2 threads): candle's
+//! `q.matmul(k.t())` + `softmax_last_dim` took ~78 ms a layer, more than its four projections and
+//! MLP together; the scores (`heads x n x n` f32, 50 MB) went through memory twice and `exp` ran
+//! one lane at a time. Other devices and dtypes take the plain candle path with the same maths.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Query rows per task: a `ROWS x n` score block stays in a core's L2 for n up to a few thousand.
+const ROWS: usize = 128;
+
+/// `exp(x)` for `x <= 0` (softmax after subtracting the max; also tanh below): range reduction to
+/// `r` in `[-ln2/2, ln2/2]`, a degree-6 Taylor polynomial (relative error ~2e-7, below f32's
+/// rounding of the sums that follow) and an exponent built from bits. Written as straight-line
+/// arithmetic so the loops calling it vectorize.
+#[inline(always)]
+fn exp_nonpos(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Below this the result is under f32's normal range; softmax weights that small are zero.
+    let x = x.max(-87.0);
+    // Round to nearest with the 1.5 * 2^23 trick (no libm call, so the loop vectorizes).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// Lanes of the manual reductions: strict f32 sums and maxima do not vectorize on their own (the
+/// compiler may not reorder them), so each lane keeps its own partial result.
+const LANES: usize = 16;
+
+/// In-place softmax of one row.
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32]) {
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in maxes.iter_mut().zip(c) {
+            *m = m.max(x);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&maxes)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, x) in sums.iter_mut().zip(c) {
+            *x = exp_nonpos(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_nonpos(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / (sum + sums.iter().sum::<f32>());
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// The tanh GELU (`gelu_pytorch_tanh`) of one slice, `tanh(y) = 1 - 2 / (exp(2y) + 1)` evaluated
+/// through `exp(-2|y|)` so it never overflows.
+#[inline(always)]
+fn gelu_tanh_generic(dst: &mut [f32], src: &[f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    for (d, &x) in dst.iter_mut().zip(src) {
+        let y = C * x * (1.0 + 0.044715 * x * x);
+        let e = exp_nonpos(-2.0 * y.abs());
+        let t = (1.0 - e) / (1.0 + e);
+        let t = if y < 0.0 { -t } else { t };
+        *d = 0.5 * x * (1.0 + t);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(row: &mut [f32]) {
+    softmax_row_generic(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_tanh_avx2(dst: &mut [f32], src: &[f32]) {
+    gelu_tanh_generic(dst, src)
+}
+
+fn softmax_row(row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { softmax_row_avx2(row) };
+    }
+    softmax_row_generic(row)
+}
+
+fn gelu_tanh_slice(dst: &mut [f32], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { gelu_tanh_avx2(dst, src) };
+    }
+    gelu_tanh_generic(dst, src)
+}
+
+struct GeluTanh;
+
+impl candle_core::CustomOp1 for GeluTanh {
+    fn name(&self) -> &'static str {
+        "vidlm-gelu-tanh"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(v), Some((a, b))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("vidlm-gelu-tanh: needs a contiguous f32 tensor");
+        };
+        let src = &v[a..b];
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(1 << 14)
+            .zip(src.par_chunks(1 << 14))
+            .for_each(|(d, s)| gelu_tanh_slice(d, s));
+        Ok((CpuStorage::F32(dst), l.shape().clone()))
+    }
+}
+
+/// `gelu_pytorch_tanh`: fused and multithreaded for contiguous f32 on the CPU (candle's unary map
+/// runs on one thread with a scalar `tanh`), candle's `gelu` otherwise. Same formula either way;
+/// the fused one differs by at most a few f32 ulps.
+///
+/// # Errors
+/// Candle's errors for the fallback path.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[-1f32, 0.0, 2.0], &Device::Cpu)?;
+/// let y: Vec<f32> = vidlm_models::cpu_ops::gelu_tanh(&x)?.to_vec1()?;
+/// assert!((y[2] - 1.954_597_7).abs() < 1e-6);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
+        x.apply_op1_no_bwd(&GeluTanh)
+    } else {
+        x.gelu()
+    }
+}
+
+/// Strides (in elements) of a `[b, h, n, d]` view and its start offset.
+#[derive(Clone, Copy)]
+struct View {
+    start: usize,
+    s: [usize; 4],
+}
+
+fn view(l: &Layout, what: &str) -> candle_core::Result<View> {
+    let st = l.stride();
+    if st.len() != 4 {
+        candle_core::bail!("vidlm-attention: {what} must be [batch, heads, tokens, head_dim]");
+    }
+    Ok(View {
+        start: l.start_offset(),
+        s: [st[0], st[1], st[2], st[3]],
+    })
+}
+
+struct Attention {
+    scale: f32,
+    /// `(start, len)` token ranges that attend only within themselves; empty: one range of all.
+    segments: Vec<(usize, usize)>,
+}
+
+/// Raw output pointer shared by tasks that write disjoint `[rows, head]` blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes its own rows of its own head; no two tasks touch the same element.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "vidlm-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (qs, ks, vs) else {
+            candle_core::bail!("vidlm-attention: needs f32 q, k and v");
+        };
+        let (b, h, n, d) = ql.shape().dims4()?;
+        if kl.shape() != ql.shape() || vl.shape() != ql.shape() {
+            candle_core::bail!(
+                "vidlm-attention: q {:?}, k {:?} and v {:?} differ",
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            );
+        }
+        let (qv, kv, vv) = (view(ql, "q")?, view(kl, "k")?, view(vl, "v")?);
+        let segments = checked_segments(&self.segments, n)?;
+        // Tasks: (batch, head, segment, first row); each owns `ROWS` query rows of one head.
+        let mut tasks = Vec::new();
+        for bi in 0..b {
+            for hi in 0..h {
+                for &(s, len) in &segments {
+                    for r in (0..len).step_by(ROWS) {
+                        tasks.push((bi, hi, s, len, r));
+                    }
+                }
+            }
+        }
+        // Output [b, n, h, d], contiguous; every element belongs to exactly one task (segments
+        // cover the rows they list; rows outside every segment are zero).
+        let mut out = vec![0f32; b * n * h * d];
+        let optr = OutPtr(out.as_mut_ptr());
+        let scale = self.scale;
+        tasks
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
+                let (bi, hi, s, len, r) = task;
+                let rows = ROWS.min(len - r);
+                scores.resize(rows * len, 0.0);
+                let at =
+                    |vw: View, row: usize| vw.start + bi * vw.s[0] + hi * vw.s[1] + row * vw.s[2];
+                let o = optr;
+                // SAFETY: the offsets stay inside q, k, v (their layouts describe these shapes; the
+                // rows are inside the segment, checked above), `scores` holds rows x len, and the
+                // output block (rows r.., head hi) belongs to this task alone.
+                unsafe {
+                    // scores = scale * Q[rows] K[seg]^T
+                    gemm::gemm(
+                        rows,
+                        len,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q.as_ptr().add(at(qv, s + r)),
+                        qv.s[3] as isize,
+                        qv.s[2] as isize,
+                        k.as_ptr().add(at(kv, s)),
+                        kv.s[2] as isize,
+                        kv.s[3] as isize,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    for row in scores.chunks_exact_mut(len) {
+                        softmax_row(row);
+                    }
+                    // out[rows, hi] = P V[seg]
+                    let dst = o.0.add(((bi * n + s + r) * h + hi) * d);
+                    gemm::gemm(
+                        rows,
+                        d,
+                        len,
+                        dst,
+                        1,
+                        (h * d) as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v.as_ptr().add(at(vv, s)),
+                        vv.s[3] as isize,
+                        vv.s[2] as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, n, h, d))))
+    }
+}
+
+/// Softmax attention without a mask: `softmax(scale * q k^T) v` for `q`, `k`, `v` of shape
+/// `[batch, heads, tokens, head_dim]` (any strides, e.g. transposed views of a fused QKV
+/// projection), returned as `[batch, tokens, heads, head_dim]` so that a reshape gives the
+/// `[batch, tokens, hidden]` the output projection takes. With `segments`, each `(start, len)`
+/// token range attends only within itself (one frame of a packed sequence); tokens outside every
+/// segment get zeros.
+///
+/// Contiguous or strided f32 on the CPU runs fused (row blocks of scores kept in cache, a
+/// vectorized softmax, multithreaded over heads and blocks); anything else runs candle's
+/// matmul + softmax, the same maths.
+///
+/// # Errors
+/// Shape mismatches between q, k and v, a segment outside the tokens, and candle's errors.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let q = Tensor::randn(0f32, 1.0, (1, 2, 5, 4), &Device::Cpu)?;
+/// let out = vidlm_models::cpu_ops::attention(&q, &q, &q, 0.5, &[])?;
+/// assert_eq!(out.dims(), &[1, 5, 2, 4]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    segments: &[(usize, usize)],
+) -> candle_core::Result<Tensor> {
+    let fused = q.device().is_cpu()
+        && [q, k, v]
+            .iter()
+            .all(|t| t.dtype() == DType::F32 && t.rank() == 4);
+    if fused {
+        return q.apply_op3_no_bwd(
+            k,
+            v,
+            &Attention {
+                scale: scale as f32,
+                segments: segments.to_vec(),
+            },
+        );
+    }
+    reference_attention(q, k, v, scale, segments)
+}
+
+/// The segments sorted, checked to be non-empty, disjoint and inside `n` tokens; none means all.
+fn checked_segments(
+    segments: &[(usize, usize)],
+    n: usize,
+) -> candle_core::Result<Vec<(usize, usize)>> {
+    if segments.is_empty() {
+        return Ok(vec![(0, n)]);
+    }
+    let mut sorted = segments.to_vec();
+    sorted.sort_unstable();
+    let mut at = 0;
+    for &(s, len) in &sorted {
+        if len == 0 || s < at || s + len > n {
+            candle_core::bail!(
+                "vidlm-attention: segments {segments:?} overlap, are empty or lie outside {n} tokens"
+            );
+        }
+        at = s + len;
+    }
+    Ok(sorted)
+}
+
+/// The unfused path: candle's matmul and softmax (in f32) per segment.
+fn reference_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    segments: &[(usize, usize)],
+) -> candle_core::Result<Tensor> {
+    let one = |q: &Tensor, k: &Tensor, v: &Tensor| -> candle_core::Result<Tensor> {
+        let dtype = q.dtype();
+        let w = (q.contiguous()?.matmul(&k.contiguous()?.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let w = candle_nn::ops::softmax_last_dim(&w)?.to_dtype(dtype)?;
+        w.matmul(&v.contiguous()?)
+    };
+    let (_, _, n, _) = q.dims4()?;
+    let y = if segments.is_empty() {
+        one(q, k, v)?
+    } else {
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for (s, len) in checked_segments(segments, n)? {
+            if s > at {
+                parts.push(q.narrow(2, at, s - at)?.zeros_like()?);
+            }
+            parts.push(one(
+                &q.narrow(2, s, len)?,
+                &k.narrow(2, s, len)?,
+                &v.narrow(2, s, len)?,
+            )?);
+            at = s + len;
+        }
+        if at < n {
+            parts.push(q.narrow(2, at, n - at)?.zeros_like()?);
+        }
+        Tensor::cat(&parts, 2)?
+    };
+    y.transpose(1, 2)?.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn exp_matches_std_over_the_softmax_range() {
+        let mut worst = 0f32;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let rel = ((exp_nonpos(x) - x.exp()) / x.exp()).abs();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpos(0.0), 1.0);
+        assert!(exp_nonpos(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn gelu_matches_the_formula() {
+        let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 / 100.0).collect();
+        let x = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+        let ours: Vec<f32> = gelu_tanh(&x).unwrap().to_vec1().unwrap();
+        for (&x, &y) in xs.iter().zip(&ours) {
+            let x64 = x as f64;
+            let want = 0.5
+                * x64
+                * (1.0
+                    + ((2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3)))
+                        .tanh());
+            assert!(
+                (y as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "gelu({x}) = {y}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_candle_on_strided_views() {
+        let dev = Device::Cpu;
+        // A fused QKV projection's layout: [b, n, 3, h, d], q/k/v taken as strided views. Odd
+        // sizes so row blocks end partway (70 = 64 + 6).
+        let (b, n, h, d) = (2, 70, 3, 8);
+        let qkv = Tensor::randn(0f32, 1.0, (b, n, 3, h, d), &dev).unwrap();
+        let part = |i| {
+            qkv.narrow(2, i, 1)
+                .unwrap()
+                .squeeze(2)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let ours = attention(&q, &k, &v, 0.35, &[]).unwrap();
+        let want = reference_attention(&q, &k, &v, 0.35, &[]).unwrap();
+        assert_eq!(ours.dims(), &[b, n, h, d]);
+        let diff = max_abs_diff(&ours, &want);
+        assert!(diff < 1e-5, "max abs diff {diff}");
+    }
+
+    #[test]
+    fn segments_attend_only_within_themselves() {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 2, 90, 16), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 2, 90, 16), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, 2, 90, 16), &dev).unwrap();
+        let segs = [(0, 20), (20, 67), (87, 3)];
+        let ours = attention(&q, &k, &v, 0.25, &segs).unwrap();
+        let want = reference_attention(&q, &k, &v, 0.25, &segs).unwrap();
+        let diff = max_abs_diff(&ours, &want);
+        assert!(diff < 1e-5, "max abs diff {diff}");
+        // A segment's output does not change when another segment's keys do.
+        let k2 = k
+            .slice_assign(
+                &[0..1, 0..2, 20..87, 0..16],
+                &Tensor::randn(0f32, 1.0, (1, 2, 67, 16), &dev).unwrap(),
+            )
+            .unwrap();
+        let other = attention(&q, &k2, &v, 0.25, &segs).unwrap();
+        assert_eq!(
+            max_abs_diff(
+                &ours.narrow(1, 0, 20).unwrap(),
+                &other.narrow(1, 0, 20).unwrap()
+            ),
+            0.0
+        );
+        assert!(
+            max_abs_diff(
+                &ours.narrow(1, 20, 67).unwrap(),
+                &other.narrow(1, 20, 67).unwrap()
+            ) > 1e-3
+        );
+    }
+
+    #[test]
+    fn bad_segments_are_errors() {
+        let q = Tensor::randn(0f32, 1.0, (1, 1, 10, 4), &Device::Cpu).unwrap();
+        assert!(attention(&q, &q, &q, 1.0, &[(5, 6)]).is_err());
+        assert!(attention(&q, &q, &q, 1.0, &[(0, 6), (5, 2)]).is_err());
+        assert!(attention(&q, &q, &q, 1.0, &[(0, 0)]).is_err());
+        let k = Tensor::randn(0f32, 1.0, (1, 1, 9, 4), &Device::Cpu).unwrap();
+        assert!(attention(&q, &k, &k, 1.0, &[]).is_err());
+    }
+}
