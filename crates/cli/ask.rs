@@ -165,7 +165,24 @@ fn ask_video(
     } else {
         crate::common::progress_spinner()
     };
-    let result = pipeline.ask(video, question, args.from, args.to);
+    // The answer streams to stdout as it is written (unless --json); the spinner covers sampling,
+    // encoding and any chunk descriptions before it.
+    let mut spinner = spinner;
+    let mut streamed = false;
+    let mut write_err: Option<std::io::Error> = None;
+    let result = pipeline.ask_streaming(video, question, args.from, args.to, |text| {
+        if args.json || write_err.is_some() {
+            return;
+        }
+        if let Some(pb) = spinner.take() {
+            pb.finish_and_clear();
+        }
+        streamed = true;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            write_err = Some(e);
+        }
+    });
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
@@ -212,9 +229,13 @@ fn ask_video(
         });
         println!("{v}");
     } else {
-        // The pipeline returns the answer whole (no token callback), so it is printed at the end.
+        if let Some(e) = write_err {
+            return Err(e).context("writing to standard output");
+        }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", report.answer)
+        // The answer streamed; an empty one (nothing streamed) still ends with a newline.
+        let rest = if streamed { "" } else { report.answer.as_str() };
+        writeln!(out, "{rest}")
             .and_then(|_| out.flush())
             .context("writing to standard output")?;
         if !report.chunks.is_empty() {

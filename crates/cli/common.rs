@@ -52,6 +52,10 @@ pub struct PipelineArgs {
     /// CPU threads for the model.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Where the model runs: auto, cpu, cuda or cuda:N. CUDA needs a CUDA build
+    /// (scripts/build-cuda.sh); without a usable GPU the model runs on the CPU, with one warning.
+    #[arg(long, value_name = "D")]
+    pub device: Option<String>,
     /// Videos decoded at once.
     #[arg(long, value_name = "N")]
     pub decode_workers: Option<usize>,
@@ -88,6 +92,9 @@ impl PipelineArgs {
         }
         if self.threads.is_some() {
             cfg.model.threads = self.threads;
+        }
+        if let Some(d) = &self.device {
+            cfg.model.device = d.parse().context("--device")?;
         }
         if let Some(p) = &self.pool {
             cfg.pooling.method = p.parse().context("--pool")?;
@@ -176,6 +183,7 @@ pub fn load_options(cfg: &PipelineConfig, dtype: candle_core::DType) -> vidlm_mo
         threads: cfg.model.threads,
         max_frames: cfg.model.max_frames,
         dtype,
+        device: cfg.model.device.device(),
         ..Default::default()
     }
 }

@@ -17,7 +17,14 @@
 //! resize -> transformers' rescale/normalize -> CHW f32; bit-exact against Pillow 13 and
 //! transformers, see `tests/pil_parity.rs`). For streams of frames, [`preprocess::CpuPreprocessor`]
 //! keeps its tables and scratch buffers; on a GPU, [`gpu::preprocess::GpuPreprocessor`] writes
-//! into slot `b` of a [`gpu::preprocess::DeviceBatch`].
+//! into slot `b` of a [`gpu::preprocess::DeviceBatch`]. With the `cuda` feature (candle on CUDA),
+//! `gpu::candle::CandlePreprocessor` does that on candle's own device and stream and turns the
+//! batch into a candle tensor without a copy through the host.
+//!
+//! Cargo features: `dynamic-loading` (default) loads libcuda/libnvrtc at run time, so the crate
+//! builds and runs anywhere; `cuda` instead links them as candle's CUDA backend does (the two
+//! cannot be combined: build with `--no-default-features --features cuda`, see
+//! `scripts/build-cuda.sh`).
 //!
 //! ```
 //! use vidlm_kernels::{preprocess_rgb24, Filter, Normalize};

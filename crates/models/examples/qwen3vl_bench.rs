@@ -4,6 +4,8 @@
 //!
 //! `cargo run -p vidlm-models --example qwen3vl_bench -- CKPT FRAMES.rgb 0,18,... SIDE REPEATS`
 //! where FRAMES.rgb holds the frames as packed RGB24, SIDE x SIDE each, at `index / 25` seconds.
+//! With `VIDLM_BENCH_VISION_ONLY=1` only preprocessing and vision are timed (the other medians
+//! are then 0).
 
 use std::path::Path;
 use std::time::Instant;
@@ -50,6 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut pre, mut vis, mut e2e, mut prefill, mut decode) =
         (vec![], vec![], vec![], vec![], vec![]);
     let mut prompt_tokens = 0;
+    let vision_only = std::env::var_os("VIDLM_BENCH_VISION_ONLY").is_some_and(|v| v == "1");
+    let median = |v: Vec<f64>| if v.is_empty() { 0.0 } else { median(v) };
     for _ in 0..repeats {
         let t = Instant::now();
         let px = proc.video_pixels(&frames, &dev)?;
@@ -57,6 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         model.encode(&[(px.pixels.clone(), px.grid)])?;
         vis.push(t.elapsed().as_secs_f64());
+        if vision_only {
+            continue;
+        }
 
         let t = Instant::now();
         let px = proc.video_pixels(&frames, &dev)?;

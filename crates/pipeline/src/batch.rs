@@ -332,6 +332,8 @@ pub fn run_batch(
                 live[*job] = info.live;
                 return;
             }
+            // Batch records carry whole answers.
+            Event::AnswerText { .. } => return,
             Event::Segment { job, segment } => {
                 if !live[*job] {
                     return;

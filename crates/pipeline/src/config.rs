@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Chunking, PipelineError, Pooling, Result};
+use crate::{Chunking, DeviceChoice, PipelineError, Pooling, Result};
 
 /// The whole configuration of a run.
 ///
@@ -110,6 +110,9 @@ pub struct ModelConfig {
     pub max_frames: Option<usize>,
     /// CPU threads for the model's matmuls (None: all cores).
     pub threads: Option<usize>,
+    /// Where the model runs: `auto` (CUDA in a CUDA build when a device answers, else the CPU),
+    /// `cpu`, `cuda` or `cuda:N`; see [`DeviceChoice`].
+    pub device: DeviceChoice,
 }
 
 impl Default for ModelConfig {
@@ -118,6 +121,7 @@ impl Default for ModelConfig {
             id: "HuggingFaceTB/SmolVLM2-256M-Video-Instruct".into(),
             max_frames: None,
             threads: None,
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -326,5 +330,9 @@ mod tests {
         assert!(PipelineConfig::from_toml_str("[workers]\nqueue = 0\n").is_err());
         assert!(PipelineConfig::from_toml_str("[sampling]\nsize = \"384\"\n").is_err());
         assert!(PipelineConfig::from_toml_str("[prompts]\nask = \"what?\"\n").is_err());
+        let e = PipelineConfig::from_toml_str("[model]\ndevice = \"gpu\"\n").unwrap_err();
+        assert!(e.to_string().contains("cuda:N"), "{e}");
+        let cfg = PipelineConfig::from_toml_str("[model]\ndevice = \"cuda:1\"\n").unwrap();
+        assert_eq!(cfg.model.device, DeviceChoice::Cuda(1));
     }
 }

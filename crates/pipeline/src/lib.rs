@@ -29,6 +29,7 @@ pub mod batch;
 mod cancel;
 mod chunking;
 mod config;
+mod device;
 mod error;
 mod metrics;
 mod pipeline;
@@ -44,6 +45,7 @@ pub use config::{
     ChunkingConfig, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig, PoolingConfig,
     PromptConfig, SamplingConfig, WorkerConfig,
 };
+pub use device::{DeviceChoice, CUDA_BUILD};
 pub use error::{PipelineError, Result};
 pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, StageSeconds};
 pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};

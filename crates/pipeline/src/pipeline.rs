@@ -115,6 +115,7 @@ pub fn load_model(cfg: &crate::ModelConfig) -> Result<Box<dyn VisionLanguageMode
     let opts = vidlm_models::LoadOptions {
         threads: cfg.threads,
         max_frames: cfg.max_frames,
+        device: cfg.device.device(),
         ..Default::default()
     };
     vidlm_models::load_model(&cfg.id, &opts).map_err(|e| {
@@ -235,7 +236,7 @@ impl Pipeline {
             to,
             ..JobSpec::summarize(input, input)
         };
-        match self.run_one(job)? {
+        match self.run_one(job, &mut |_| {})? {
             JobOutput::Summary(out) => Ok(self.summary_report(input, out)),
             JobOutput::Answer(_) => unreachable!("a summarize job gives a summary"),
         }
@@ -254,12 +255,47 @@ impl Pipeline {
         from: Option<f64>,
         to: Option<f64>,
     ) -> Result<AskReport> {
+        self.ask_streaming(input, question, from, to, |_| {})
+    }
+
+    /// [`Self::ask`], calling `on_text` (on the calling thread) with each piece of the answer as
+    /// the model writes it; the pieces in order equal the report's `answer`. Chunk descriptions
+    /// made on the way to the answer do not stream.
+    ///
+    /// # Errors
+    /// As [`Self::summarize`].
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(pipeline: &vidlm_pipeline::Pipeline) -> vidlm_pipeline::Result<()> {
+    /// use std::io::Write;
+    /// let report = pipeline.ask_streaming("clip.mp4", "What happens?", None, None, |text| {
+    ///     print!("{text}");
+    ///     let _ = std::io::stdout().flush();
+    /// })?;
+    /// println!("\n(evidence: {} ranges)", report.evidence.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ask_streaming(
+        &self,
+        input: &str,
+        question: &str,
+        from: Option<f64>,
+        to: Option<f64>,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<AskReport> {
         let job = JobSpec {
             from,
             to,
             ..JobSpec::ask(input, input, question)
         };
-        match self.run_one(job)? {
+        let out = self.run_one(job, &mut |ev| {
+            if let Event::AnswerText { text, .. } = ev {
+                on_text(text);
+            }
+        })?;
+        match out {
             JobOutput::Answer(out) => Ok(AskReport {
                 answer_times: crate::timestamps::answer_ranges(&out.answer, out.duration, from, to),
                 video: input.to_string(),
@@ -297,8 +333,8 @@ impl Pipeline {
         }
     }
 
-    fn run_one(&self, job: JobSpec) -> Result<JobOutput> {
-        let report = self.run(std::slice::from_ref(&job), |_| {});
+    fn run_one(&self, job: JobSpec, on_event: &mut dyn FnMut(&Event)) -> Result<JobOutput> {
+        let report = self.run(std::slice::from_ref(&job), on_event);
         match report.outcomes.into_iter().next() {
             Some(JobOutcome::Finished(out)) => Ok(out),
             Some(JobOutcome::Failed(reason)) => Err(PipelineError::Input {

@@ -173,6 +173,15 @@ pub enum Event {
         /// The chunk's range and description.
         segment: Segment,
     },
+    /// A piece of an ask job's answer as the model writes it (whole UTF-8 characters; the pieces
+    /// in order make up the answer). Only the final answer streams, not the chunk descriptions
+    /// made on the way.
+    AnswerText {
+        /// Job index.
+        job: usize,
+        /// The new text.
+        text: String,
+    },
     /// The job finished.
     Finished {
         /// Job index.
@@ -920,7 +929,7 @@ impl Graph<'_> {
                         continue;
                     }
                     ended.insert(job);
-                    let ev = match self.finish(job, &jobs[job], st) {
+                    let ev = match self.finish(job, &jobs[job], st, &events) {
                         Ok(output) => Event::Finished { job, output },
                         Err(e) => Event::Failed {
                             job,
@@ -949,24 +958,26 @@ impl Graph<'_> {
         job: usize,
     ) -> Result<String> {
         Ok(self
-            .generate_raw(usage, groups, prompt, job)?
+            .generate_raw(usage, groups, prompt, job, &mut |_| {})?
             .text
             .trim()
             .to_string())
     }
 
-    /// One model call, counted in the job's usage and the run's metrics.
+    /// One model call, counted in the job's usage and the run's metrics; `on_text` gets the text
+    /// as it is decoded.
     fn generate_raw(
         &self,
         usage: &mut Usage,
         groups: &[VisualTokens],
         prompt: &str,
         job: usize,
+        on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
         let params = self.config.generation.params();
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            lock(self.llm).generate(groups, prompt, &params, &mut |_| {})
+            lock(self.llm).generate(groups, prompt, &params, on_text)
         }));
         self.metrics.add_time(Stage::Llm, Some(job), t0.elapsed());
         let g = match result {
@@ -1037,7 +1048,13 @@ impl Graph<'_> {
         }
     }
 
-    fn finish(&self, job: usize, spec: &JobSpec, mut st: LlmJob) -> Result<JobOutput> {
+    fn finish(
+        &self,
+        job: usize,
+        spec: &JobSpec,
+        mut st: LlmJob,
+        events: &Sender<Event>,
+    ) -> Result<JobOutput> {
         match &spec.task {
             Task::Summarize => {
                 if st.described.is_empty() {
@@ -1086,7 +1103,13 @@ impl Graph<'_> {
                 }
                 let groups = thin(groups, self.group_budget());
                 let prompt = fill(&self.config.prompts.ask, &[("question", question.clone())]);
-                let g = self.generate_raw(&mut st.usage, &groups, &prompt, job)?;
+                let mut stream = |text: &str| {
+                    let _ = events.send(Event::AnswerText {
+                        job,
+                        text: text.to_string(),
+                    });
+                };
+                let g = self.generate_raw(&mut st.usage, &groups, &prompt, job, &mut stream)?;
                 Ok(JobOutput::Answer(AnswerOutput {
                     duration: st.duration,
                     answer: g.text,

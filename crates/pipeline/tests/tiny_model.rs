@@ -164,3 +164,31 @@ fn several_videos_in_flight_share_the_encoder() {
     assert!(m.tokens_in > 0 && m.tokens_out > 0);
     assert!(m.peak_rss_bytes.is_some_and(|b| b > 0));
 }
+
+#[test]
+fn the_answer_streams_in_pieces_that_make_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clip) = synthetic(dir.path(), 12) else {
+        return;
+    };
+    // Chunked, so chunk descriptions are generated first: they must not stream.
+    let p = pipeline(|c| {
+        c.chunking.policy = Chunking::Fixed(4.0);
+        c.sampling.strategy = "fps:1".into();
+        c.generation.max_new_tokens = 8;
+    });
+    let mut pieces: Vec<String> = Vec::new();
+    let a = p
+        .ask_streaming(&clip, "What is in the frame?", None, None, |t| {
+            pieces.push(t.to_string())
+        })
+        .unwrap();
+    assert_eq!(a.chunks.len(), 3);
+    assert!(!a.answer.is_empty(), "the tiny model wrote nothing");
+    assert_eq!(pieces.concat(), a.answer);
+    assert!(pieces.iter().all(|p| !p.is_empty()));
+    // The same answer as the non-streaming call (greedy).
+    let b = p.ask(&clip, "What is in the frame?", None, None).unwrap();
+    assert_eq!(b.answer, a.answer);
+    assert_eq!(b.token_ids, a.token_ids);
+}

@@ -10,7 +10,13 @@
 //! (where `scripts/setup.sh` installs NVIDIA's PyPI wheel), with `RTLD_GLOBAL`; glibc then
 //! resolves cudarc's later `dlopen("libnvrtc.so.13")` to the already-loaded library by its
 //! SONAME. So tests and binaries work without `LD_LIBRARY_PATH`.
+//!
+//! With the `cuda` feature (candle on CUDA) cudarc is linked instead of loaded: the program does
+//! not start without libcuda and libnvrtc, so both count as present and nothing is searched.
+//! [`candle`] then hands batches to candle without a copy.
 
+#[cfg(feature = "cuda")]
+pub mod candle;
 pub mod pool;
 pub mod preprocess;
 pub mod scene;
@@ -79,6 +85,15 @@ pub fn nvrtc_search_dirs() -> Vec<PathBuf> {
 /// # Errors
 /// `NvrtcMissing` naming the places searched.
 pub fn load_nvrtc() -> Result<(), KernelError> {
+    #[cfg(feature = "dynamic-loading")]
+    return load_nvrtc_dynamic();
+    // Linked at start (candle's `dynamic-linking`): if the program runs, NVRTC is there.
+    #[cfg(not(feature = "dynamic-loading"))]
+    Ok(())
+}
+
+#[cfg(feature = "dynamic-loading")]
+fn load_nvrtc_dynamic() -> Result<(), KernelError> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
@@ -276,9 +291,15 @@ pub fn open_or_fallback(ordinal: usize) -> Option<GpuDevice> {
 }
 
 /// True when the CUDA driver library can be loaded (no panic, unlike cudarc's loader).
+///
+/// With the `cuda` feature the driver is linked, so this is always true (the program would not
+/// have started without it); whether a device exists is for [`GpuDevice::new`] to say.
 pub fn driver_present() -> bool {
+    #[cfg(feature = "dynamic-loading")]
     // SAFETY: only tries to dlopen the library.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    return unsafe { cudarc::driver::sys::is_culib_present() };
+    #[cfg(not(feature = "dynamic-loading"))]
+    true
 }
 
 /// A CUDA device with its (primary) context and the kernel modules loaded on it.

@@ -14,8 +14,8 @@ use super::{blocks, GpuDevice, PREPROCESS};
 use crate::error::{invalid, CudaCtx, KernelError};
 use crate::preprocess::{ColorSpec, Filter, Frame, Normalize, OutElem, PixelFormat, ResizePlan};
 
-/// Output element types the GPU can write, with their device storage type (f16 and bf16 travel
-/// as their bits in u16).
+/// Output element types the GPU can write, with their device storage type (the type itself:
+/// cudarc's `f16` feature makes half's f16/bf16 device types, which candle wraps as they are).
 pub trait GpuElem: OutElem {
     /// Device storage type.
     type Dev: DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + Send + Sync;
@@ -39,24 +39,24 @@ impl GpuElem for f32 {
 }
 
 impl GpuElem for f16 {
-    type Dev = u16;
+    type Dev = f16;
     const PASS2: usize = 2;
-    fn from_dev(d: u16) -> Self {
-        f16::from_bits(d)
+    fn from_dev(d: f16) -> Self {
+        d
     }
-    fn to_dev(self) -> u16 {
-        self.to_bits()
+    fn to_dev(self) -> f16 {
+        self
     }
 }
 
 impl GpuElem for bf16 {
-    type Dev = u16;
+    type Dev = bf16;
     const PASS2: usize = 3;
-    fn from_dev(d: u16) -> Self {
-        bf16::from_bits(d)
+    fn from_dev(d: bf16) -> Self {
+        d
     }
-    fn to_dev(self) -> u16 {
-        self.to_bits()
+    fn to_dev(self) -> bf16 {
+        self
     }
 }
 

@@ -31,3 +31,52 @@ pub fn skip(reason: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
 }
+
+/// Owned planes of a random frame in `format`, with padded strides as decoders give them.
+pub struct OwnedFrame {
+    pub format: vidlm_kernels::preprocess::PixelFormat,
+    pub w: u32,
+    pub h: u32,
+    pub planes: [Vec<u8>; 3],
+    pub strides: [usize; 3],
+}
+
+impl OwnedFrame {
+    /// A `w x h` frame of LCG bytes (`seed`, `seed + 1`, `seed + 2` for the planes).
+    pub fn random(
+        format: vidlm_kernels::preprocess::PixelFormat,
+        w: u32,
+        h: u32,
+        seed: u32,
+    ) -> Self {
+        use vidlm_kernels::preprocess::PixelFormat;
+        let (wu, hu) = (w as usize, h as usize);
+        let (cw, ch) = (wu.div_ceil(2), hu.div_ceil(2));
+        // (bytes per row incl. padding, rows) per plane.
+        let rows: [(usize, usize); 3] = match format {
+            PixelFormat::Rgb24 => [(wu * 3, hu), (0, 0), (0, 0)],
+            PixelFormat::Nv12 => [(wu + 8, hu), (cw * 2 + 8, ch), (0, 0)],
+            PixelFormat::Yuv420p => [(wu + 4, hu), (cw + 4, ch), (cw + 4, ch)],
+        };
+        OwnedFrame {
+            format,
+            w,
+            h,
+            planes: [0, 1, 2].map(|i| lcg_bytes(rows[i].0 * rows[i].1, seed + i as u32)),
+            strides: rows.map(|r| r.0),
+        }
+    }
+
+    /// The frame as the kernels take it (validated).
+    pub fn frame(&self) -> vidlm_kernels::preprocess::Frame<'_> {
+        let f = vidlm_kernels::preprocess::Frame {
+            format: self.format,
+            width: self.w,
+            height: self.h,
+            planes: [&self.planes[0], &self.planes[1], &self.planes[2]],
+            strides: self.strides,
+        };
+        f.validate().unwrap();
+        f
+    }
+}

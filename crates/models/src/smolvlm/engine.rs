@@ -32,8 +32,8 @@ pub struct LoadOptions {
     /// Most frames per prompt (None: the checkpoint's video `max_frames`, else 64).
     pub max_frames: Option<usize>,
     /// Frames encoded per vision batch (1 by default: batching gained nothing on CPU here -- the
-    /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core machine
-    /// -- and each frame's attention scores take 50 MB at 512x512).
+    /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core
+    /// machine; larger batches suit a GPU).
     pub vision_batch: usize,
 }
 
@@ -60,6 +60,9 @@ pub struct SmolVlmEngine {
     stop_ids: Vec<u32>,
     max_frames: usize,
     vision_batch: usize,
+    /// Our CUDA preprocessing when the model runs on a CUDA device (`cuda` builds).
+    #[cfg(feature = "cuda")]
+    gpu_pixels: super::gpu::GpuVideoPixels,
 }
 
 impl std::fmt::Debug for SmolVlmEngine {
@@ -129,7 +132,30 @@ impl SmolVlmEngine {
             stop_ids,
             max_frames,
             vision_batch: opts.vision_batch.max(1),
+            #[cfg(feature = "cuda")]
+            gpu_pixels: Default::default(),
         })
+    }
+
+    /// The vision tower's input for video frames, `[n, 3, side, side]` on the vision device: from
+    /// the processor's video path (exactly as transformers), or, in `cuda` builds with the model
+    /// on a GPU, from our CUDA kernels without a host round trip (see `smolvlm/gpu.rs`).
+    ///
+    /// # Errors
+    /// The processor's errors for malformed frames; [`ModelError::Candle`] on a failed copy.
+    pub fn video_pixels(&mut self, frames: &[VideoFrame]) -> Result<Tensor, ModelError> {
+        #[cfg(feature = "cuda")]
+        if let Some(t) = self.gpu_pixels.pixels(
+            frames,
+            self.processor.video_config(),
+            self.model.vision_device(),
+            self.model.vision.dtype(),
+        ) {
+            return Ok(t);
+        }
+        // The processor's video path gives the pixels (its prompt is not needed here).
+        let input = self.processor.video_prompt(frames, "")?;
+        input.pixel_values_tensor(self.model.vision_device())
     }
 
     /// The directory the files were read from.
@@ -371,9 +397,7 @@ impl VisionLanguageModel for SmolVlmEngine {
         if frames.is_empty() {
             return Ok(Vec::new());
         }
-        // The processor's video path gives the pixels (its prompt is not needed here).
-        let input = self.processor.video_prompt(frames, "")?;
-        let pixels = input.pixel_values_tensor(self.model.vision_device())?;
+        let pixels = self.video_pixels(frames)?;
         let feats = self.encode_pixels(&pixels)?;
         let (_, n, _) = feats.dims3()?;
         let side = (n as f64).sqrt().round() as usize;

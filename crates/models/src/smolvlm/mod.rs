@@ -12,6 +12,8 @@
 //!   connector's output.
 
 mod engine;
+#[cfg(feature = "cuda")]
+mod gpu;
 pub mod processor;
 
 pub use engine::{load_model, AskOutput, LoadOptions, SmolVlmEngine};
@@ -533,6 +535,11 @@ impl VisionTower {
             .contiguous()?
             .reshape((b, n / (s * s), d * s * s))?;
         Ok(self.proj.forward(&x)?)
+    }
+
+    /// The dtype the tower computes in (its weights').
+    pub fn dtype(&self) -> DType {
+        self.patch_w.dtype()
     }
 
     /// Pixels to text-space tokens: [`VisionTower::encode`] then [`VisionTower::connect`].
