@@ -60,6 +60,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    // As the vidlm binary does.
+    vidlm_models::memory::keep_freed_memory_for_reuse();
     let dev = Device::Cpu;
     let mut model = SmolVlm::load(&dir, DType::F32, &dev).expect("load the benchmark checkpoint");
     let side = model.config.vision_config.image_size;

@@ -41,6 +41,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
+    // Model activations are large; reusing freed blocks avoids page faults on every op.
+    vidlm_models::memory::keep_freed_memory_for_reuse();
     let result = match cli.command {
         Command::Probe(args) => probe::run(args),
         Command::Frames(args) => frames::run(args),

@@ -41,6 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             timestamp: idx as f64 / 25.0,
         })
         .collect();
+    // As the vidlm binary does.
+    vidlm_models::memory::keep_freed_memory_for_reuse();
     let dev = Device::Cpu;
     let mut model = Qwen3Vl::load(dir, DType::F32, &dev)?;
     let proc = Processor::load(dir)?;

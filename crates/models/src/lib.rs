@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod hub;
 mod interface;
 pub mod llama_text;
+pub mod memory;
 pub mod qwen3_vl;
 pub mod smolvlm;
 

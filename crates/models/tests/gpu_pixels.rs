@@ -32,7 +32,12 @@ fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            println!("SKIPPED: no usable GPU ({e})");
+            // candle's error carries a backtrace; its first line says why.
+            let why = e.to_string();
+            println!(
+                "SKIPPED: no usable GPU ({})",
+                why.lines().next().unwrap_or("")
+            );
             None
         }
     }

@@ -30,6 +30,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the vidlm binary does.
+    vidlm_models::memory::keep_freed_memory_for_reuse();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model = std::env::var("VIDLM_BENCH_MODEL").unwrap_or_else(|_| {
         root.join("crates/models/tests/fixtures/smolvlm-tiny-sf2")
