@@ -11,7 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 
-use crate::{FinishReason, GenerationParams, ModelError};
+use crate::{FinishReason, GenerationParams, ModelError, StopFlag};
 
 /// Picks the next token from logits, as [`GenerationParams`] say.
 #[derive(Debug)]
@@ -227,7 +227,13 @@ pub fn decode_loop(
     let mut stream = TextStream::new(tokenizer);
     let mut logits = first_logits;
     let mut finish = FinishReason::Length;
+    let stopped = || params.stop.as_ref().is_some_and(StopFlag::is_set);
     while out.len() < params.max_new_tokens {
+        // Checked before each model step, the unit of work a stop can cut.
+        if stopped() {
+            finish = FinishReason::Cancelled;
+            break;
+        }
         let next = sampler.sample(&logits, &history)?;
         if stop_ids.contains(&next) {
             finish = FinishReason::Stop;
@@ -239,6 +245,10 @@ pub fn decode_loop(
             on_text(&piece);
         }
         if out.len() == params.max_new_tokens {
+            break;
+        }
+        if stopped() {
+            finish = FinishReason::Cancelled;
             break;
         }
         logits = step(next)?;
@@ -366,5 +376,80 @@ mod tests {
         // top_p 0.7 keeps only the 0.75 token.
         let mut s = Sampler::new(&params(1.0, 0, 0.7));
         assert!((0..200).all(|_| s.sample_slice(&mut logits.clone(), &[]).unwrap() == 1));
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    fn tokenizer() -> tokenizers::Tokenizer {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/smolvlm-tiny-sf2/tokenizer.json");
+        tokenizers::Tokenizer::from_file(p).unwrap()
+    }
+
+    /// Logits that always pick token 300 (not a stop id).
+    fn logits() -> Tensor {
+        let mut v = vec![0f32; 1000];
+        v[300] = 5.0;
+        Tensor::new(v, &candle_core::Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_stop_flag_ends_generation_at_the_next_token() {
+        let tok = tokenizer();
+        let flag = StopFlag::default();
+        let params = GenerationParams {
+            max_new_tokens: 50,
+            stop: Some(flag.clone()),
+            ..Default::default()
+        };
+        let mut steps = 0;
+        let d = decode_loop(
+            logits(),
+            &[1, 2],
+            &params,
+            &[0],
+            &tok,
+            &mut |_| {
+                steps += 1;
+                if steps == 3 {
+                    flag.set(); // as Ctrl-C would, while the third step runs
+                }
+                Ok(logits())
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(d.finish, FinishReason::Cancelled);
+        // Tokens 1..3 were made; the stop came during the step for token 4, which is dropped.
+        assert_eq!(d.token_ids, vec![300; 3]);
+        assert_eq!(steps, 3, "no model step after the stop");
+
+        // A constant model, no stop ids that it picks.
+        let run = |params: &GenerationParams| {
+            decode_loop(
+                logits(),
+                &[1],
+                params,
+                &[0],
+                &tok,
+                &mut |_| Ok(logits()),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        // Already set: nothing is generated.
+        let d = run(&params);
+        assert_eq!(d.finish, FinishReason::Cancelled);
+        assert!(d.token_ids.is_empty());
+
+        // Without a flag the same loop runs to max_new_tokens.
+        let d = run(&GenerationParams {
+            max_new_tokens: 7,
+            ..Default::default()
+        });
+        assert_eq!((d.finish, d.token_ids.len()), (FinishReason::Length, 7));
     }
 }

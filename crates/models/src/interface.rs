@@ -70,6 +70,44 @@ pub struct GenerationParams {
     pub repetition_penalty: f32,
     /// Seed of the sampler.
     pub seed: u64,
+    /// When set (from any thread), generation ends at the next token boundary (no further model
+    /// step) with [`FinishReason::Cancelled`]: how Ctrl-C stops a long answer without waiting.
+    pub stop: Option<StopFlag>,
+}
+
+/// A shared flag that asks a running generation to stop. Cloning shares it; two flags are equal
+/// when they are the same flag.
+///
+/// ```
+/// let flag = vidlm_models::StopFlag::default();
+/// let params = vidlm_models::GenerationParams { stop: Some(flag.clone()), ..Default::default() };
+/// flag.set();
+/// assert!(params.stop.as_ref().is_some_and(|f| f.is_set()));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopFlag {
+    /// A flag sharing `flag` (e.g. a caller's own cancellation flag).
+    pub fn from_shared(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self(flag)
+    }
+
+    /// Asks the generation to stop; idempotent.
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for StopFlag {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for GenerationParams {
@@ -81,6 +119,7 @@ impl Default for GenerationParams {
             top_k: 0,
             repetition_penalty: 1.0,
             seed: 299792458,
+            stop: None,
         }
     }
 }
@@ -93,6 +132,8 @@ pub enum FinishReason {
     Stop,
     /// `max_new_tokens` reached.
     Length,
+    /// [`GenerationParams::stop`] was set.
+    Cancelled,
 }
 
 /// The result of one generation.

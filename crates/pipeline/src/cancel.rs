@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 /// A flag every stage polls between units of work. Cloning shares the flag.
 ///
-/// Cancelling stops decoding at the next frame; later stages drop what is still queued for
-/// unfinished jobs and exit once their inputs close, so results already finished are kept.
+/// Cancelling stops decoding at the next frame and a generation in flight at its next token;
+/// later stages drop what is still queued for unfinished jobs and exit once their inputs close, so
+/// results already finished are kept.
 ///
 /// ```
 /// let token = vidlm_pipeline::CancelToken::new();
@@ -32,6 +33,12 @@ impl CancelToken {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// The same flag as a model's [`vidlm_models::StopFlag`], so cancelling also ends a
+    /// generation in flight at its next token.
+    pub fn stop_flag(&self) -> vidlm_models::StopFlag {
+        vidlm_models::StopFlag::from_shared(self.0.clone())
+    }
 }
 
 /// Makes Ctrl-C (SIGINT, and SIGTERM) cancel `token`. A second signal exits the process at once
@@ -46,7 +53,9 @@ pub fn install_ctrlc(token: &CancelToken) -> Result<(), crate::PipelineError> {
         if hits.fetch_add(1, Ordering::SeqCst) > 0 {
             std::process::exit(130);
         }
-        tracing::warn!("interrupted: finishing the current step, Ctrl-C again to quit now");
+        tracing::warn!(
+            "interrupted: stopping at the next token or frame, Ctrl-C again to quit now"
+        );
         token.cancel();
     })
     .map_err(|e| crate::PipelineError::Config(format!("cannot install the Ctrl-C handler: {e}")))

@@ -256,6 +256,7 @@ impl GenerationConfig {
             top_k: self.top_k,
             repetition_penalty: self.repetition_penalty,
             seed: self.seed,
+            stop: None,
         }
     }
 }

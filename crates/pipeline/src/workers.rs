@@ -911,6 +911,10 @@ impl Graph<'_> {
                             let _ = events.send(Event::Segment { job, segment });
                         }
                         Ok(None) => {}
+                        // Cancelled mid-generation: no event, the run reports it as cancelled.
+                        Err(PipelineError::Cancelled) => {
+                            state.remove(&job);
+                        }
                         Err(e) => {
                             state.remove(&job);
                             ended.insert(job);
@@ -931,6 +935,7 @@ impl Graph<'_> {
                     ended.insert(job);
                     let ev = match self.finish(job, &jobs[job], st, &events) {
                         Ok(output) => Event::Finished { job, output },
+                        Err(PipelineError::Cancelled) => continue,
                         Err(e) => Event::Failed {
                             job,
                             error: with_input(&jobs[job].input, &e),
@@ -974,7 +979,10 @@ impl Graph<'_> {
         job: usize,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
-        let params = self.config.generation.params();
+        let params = vidlm_models::GenerationParams {
+            stop: Some(self.cancel.stop_flag()),
+            ..self.config.generation.params()
+        };
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             lock(self.llm).generate(groups, prompt, &params, on_text)
@@ -992,6 +1000,10 @@ impl Graph<'_> {
         usage.add(&g);
         self.metrics
             .add_tokens(g.prompt_tokens as u64, g.token_ids.len() as u64);
+        if g.finish == vidlm_models::FinishReason::Cancelled {
+            // A cut-off text is not a result: the job ends as cancelled.
+            return Err(PipelineError::Cancelled);
+        }
         Ok(g)
     }
 

@@ -27,6 +27,8 @@ struct Probe {
     /// `frames_yielded - frames_encoded` seen at each generate call.
     in_flight: Mutex<Vec<usize>>,
     prompts: Mutex<Vec<(usize, String)>>,
+    /// Words written by long answers.
+    words_written: AtomicUsize,
 }
 
 /// Encodes a frame as a 2x2 grid of its mean colour (hidden 3); generation describes the clip's
@@ -38,6 +40,8 @@ struct TestModel {
     generate_delay: Duration,
     /// Frames of this width make encode_frames fail.
     poison_width: Option<u32>,
+    /// When > 0, answers are this many words, one per 2 ms, honouring `params.stop`.
+    answer_words: usize,
 }
 
 impl VisionLanguageModel for TestModel {
@@ -89,10 +93,33 @@ impl VisionLanguageModel for TestModel {
         &mut self,
         clip: &[VisualTokens],
         prompt: &str,
-        _params: &GenerationParams,
+        params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
         std::thread::sleep(self.generate_delay);
+        if self.answer_words > 0 {
+            let mut text = String::new();
+            let mut finish = FinishReason::Length;
+            for i in 0..self.answer_words {
+                if params.stop.as_ref().is_some_and(|s| s.is_set()) {
+                    finish = FinishReason::Cancelled;
+                    break;
+                }
+                let w = format!("w{i} ");
+                on_text(&w);
+                text.push_str(&w);
+                self.probe.words_written.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            return Ok(Generation {
+                token_ids: vec![7; self.probe.words_written.load(Ordering::SeqCst)],
+                text,
+                prompt_tokens: 10,
+                finish,
+                prefill_seconds: 0.0,
+                decode_seconds: 0.0,
+            });
+        }
         let p = &self.probe;
         let gap = p.frames_yielded.load(Ordering::SeqCst) - p.frames_encoded.load(Ordering::SeqCst);
         p.in_flight.lock().unwrap().push(gap);
@@ -215,6 +242,7 @@ struct Setup {
     generate_delay: Duration,
     decode_delay: Duration,
     poison_width: Option<u32>,
+    answer_words: usize,
     cancel: CancelToken,
 }
 
@@ -227,6 +255,7 @@ impl Default for Setup {
             generate_delay: Duration::ZERO,
             decode_delay: Duration::ZERO,
             poison_width: None,
+            answer_words: 0,
             cancel: CancelToken::new(),
         }
     }
@@ -241,6 +270,7 @@ impl Setup {
             encode_delay: self.encode_delay,
             generate_delay: self.generate_delay,
             poison_width: self.poison_width,
+            answer_words: self.answer_words,
         };
         let p = Pipeline::builder()
             .config(self.config)
@@ -493,6 +523,28 @@ fn cancelling_keeps_finished_jobs_and_stops_the_rest() {
         report.metrics.frames_sampled < 6000,
         "{}",
         report.metrics.frames_sampled
+    );
+}
+
+#[test]
+fn cancelling_stops_an_answer_being_written() {
+    let cancel = CancelToken::new();
+    let (p, probe) = Setup {
+        cancel: cancel.clone(),
+        answer_words: 5000, // 10 s if nothing stops it
+        ..Setup::default()
+    }
+    .build();
+    let mut pieces = 0;
+    let r = p.ask_streaming("v:seconds=2,fps=1", "what?", None, None, |_| {
+        pieces += 1;
+        cancel.cancel();
+    });
+    assert!(matches!(r, Err(PipelineError::Cancelled)), "{r:?}");
+    let written = probe.words_written.load(Ordering::SeqCst);
+    assert!(
+        pieces >= 1 && written < 100,
+        "{written} words written after the cancel"
     );
 }
 
