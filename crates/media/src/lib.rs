@@ -34,6 +34,7 @@ mod options;
 mod probe;
 mod sampler;
 pub mod scene;
+mod timeline;
 
 pub use error::MediaError;
 pub use input::Input;

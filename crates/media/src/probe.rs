@@ -401,12 +401,9 @@ impl StreamFacts {
                 prev = Some(ts);
             }
             // An index of keyframes only (Matroska cues) is not a frame grid: require the index
-            // to hold (nearly) every frame.
+            // to hold every frame the container declares.
             let declared = st.frames();
-            if constant
-                && step.is_some_and(|s| s > 0)
-                && (declared <= 0 || (i64::from(n) - declared).abs() <= 1)
-            {
+            if constant && step.is_some_and(|s| s > 0) && declared > 0 && i64::from(n) == declared {
                 f.cfr_step = step;
             }
         }
