@@ -135,6 +135,8 @@ impl Source {
             let p = ctx.as_mut_ptr();
             (*p).thread_count = 0;
             (*p).thread_type = ffi::FF_THREAD_FRAME | ffi::FF_THREAD_SLICE;
+            // A damaged header must not make the decoder allocate gigabytes: twice 8K UHD.
+            (*p).max_pixels = 2 * 7680 * 4320;
         }
         let mut dec = ctx.decoder();
         dec.set_packet_time_base(st.time_base());
@@ -413,15 +415,17 @@ impl Source {
     /// compared with the key packet's decode time when `by_dts`, else its presentation time).
     /// Tries the seek timestamps `tries` in order (the latest first): a seek that fails, or
     /// lands on a keyframe after `at`, goes on to the next; after the last, a rewind to the
-    /// first packet by bytes. Returns the number of seeks made.
+    /// first packet by bytes, from where decoding goes on without seeking again (damaged
+    /// timestamps). Returns the number of seeks made. `seconds` is the target for messages.
     ///
     /// # Errors
-    /// [`MediaError::Seek`] when no attempt lands at or before `at`.
+    /// [`MediaError::Seek`] when not even the rewind works.
     pub(crate) fn seek_before(
         &mut self,
         at: i64,
         tries: &[i64],
         by_dts: bool,
+        seconds: f64,
     ) -> Result<u64, MediaError> {
         let mut seeks = 0;
         let mut why = String::from("no keyframe found at or before it");
@@ -441,13 +445,24 @@ impl Source {
         }
         if let Some(pos) = self.first_pos {
             seeks += 1;
-            if self.seek_bytes(pos).is_ok() && self.landed_before(at, by_dts) {
-                return Ok(seeks);
+            match self.seek_bytes(pos) {
+                Ok(()) if self.landed_before(at, by_dts) => return Ok(seeks),
+                Ok(()) if self.seek_bytes(pos).is_ok() => {
+                    // Timestamps that contradict the file: from its start, in order.
+                    tracing::warn!(
+                        "{}: seeking to {seconds:.3} s did not land before it; decoding from the start instead",
+                        self.name
+                    );
+                    self.seekable = false;
+                    return Ok(seeks + 1);
+                }
+                Ok(()) => {}
+                Err(e) => why = e,
             }
         }
         Err(MediaError::Seek {
             input: self.name.clone(),
-            seconds: (at - self.start_ts) as f64 * self.facts.tb,
+            seconds,
             reason: why,
         })
     }

@@ -307,11 +307,14 @@ fn reduce(a: u64, b: u64) -> (u64, u64) {
 }
 
 /// Display size of a `w`x`h` picture with sample aspect ratio `sar` turned `rotation_cw` degrees.
+/// A ratio that would make the picture wider than 16384 pixels (a damaged header) is ignored.
 pub(crate) fn display_size(w: u32, h: u32, sar: (u32, u32), rotation_cw: u32) -> (u32, u32) {
-    let dw = if sar.0 > 0 && sar.1 > 0 && sar.0 != sar.1 {
-        ((f64::from(w) * f64::from(sar.0) / f64::from(sar.1)).round() as u32).max(1)
-    } else {
-        w
+    let stretched = (sar.0 > 0 && sar.1 > 0 && sar.0 != sar.1)
+        .then(|| (f64::from(w) * f64::from(sar.0) / f64::from(sar.1)).round())
+        .filter(|&dw| dw <= 16384.0);
+    let dw = match stretched {
+        Some(dw) => (dw as u32).max(1),
+        None => w,
     };
     if rotation_cw % 180 == 90 {
         (h, dw)

@@ -595,7 +595,9 @@ impl Sampler {
                 key.pts.or(key.dts)
             }
             .unwrap_or(tl.origin + key.time);
-            self.stats.seeks += self.src.seek_before(at, &tries, by_dts)?;
+            self.stats.seeks += self
+                .src
+                .seek_before(at, &tries, by_dts, self.seconds(target))?;
             self.position = Some(key.time);
         } else {
             let keys = &self.src.facts.keyframes;
@@ -636,7 +638,9 @@ impl Sampler {
                     tries.push(t);
                 }
             }
-            self.stats.seeks += self.src.seek_before(abs_target, &tries, false)?;
+            self.stats.seeks +=
+                self.src
+                    .seek_before(abs_target, &tries, false, self.seconds(target))?;
             self.position = None;
         }
         if let Some((_, det, _)) = self.scene.as_mut() {
