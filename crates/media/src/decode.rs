@@ -100,6 +100,9 @@ impl Source {
         keyframes_only: bool,
     ) -> Result<Source, MediaError> {
         let ictx = input.open()?;
+        // What FFmpeg logged while opening (e.g. a refused transport it then replaced) is not
+        // the reason for a later read error.
+        crate::ffmpeg_log::clear_last_error();
         let name = input.to_string();
         let info = probe::media_info(input, &ictx);
         let stream_index = pick_stream(&name, &info, stream)?;

@@ -142,11 +142,9 @@ impl Targets {
                 count,
                 tb,
             } => {
-                if count.is_some_and(|c| *k >= c) {
-                    None
-                } else {
-                    Some(ticks_ceil(from + *k as f64 * step, *tb))
-                }
+                let t = ticks_ceil(from + *k as f64 * step, *tb);
+                // Past every representable time (damaged timestamps): no more targets.
+                (count.is_none_or(|c| *k < c) && t < TICKS_LIMIT).then_some(t)
             }
             Targets::List { ticks, i } => ticks.get(*i).copied(),
         }
@@ -157,14 +155,35 @@ impl Targets {
             Targets::List { i, .. } => *i += 1,
         }
     }
+
+    /// Drops the targets at or before `t` (served by a frame there). Jumps on a grid, so a
+    /// frame far ahead (a damaged timestamp) costs no step per target in between.
+    fn skip_through(&mut self, t: i64) {
+        if let Targets::Grid {
+            from, step, k, tb, ..
+        } = self
+        {
+            let secs = (i128::from(t) * i128::from(tb.0)) as f64 / tb.1 as f64;
+            let jump = ((secs - *from) / *step).floor() - 1.0;
+            if jump.is_finite() && jump > *k as f64 {
+                *k = jump.min(u64::MAX as f64 / 2.0) as u64;
+            }
+        }
+        while self.peek().is_some_and(|x| x <= t) {
+            self.advance();
+        }
+    }
 }
 
 /// Ticks (time base `num/den`) of a time in seconds, rounded up so that a frame at exactly
 /// that time compares as not earlier.
 fn ticks_ceil(seconds: f64, (num, den): (i64, i64)) -> i64 {
     let t = (seconds * den as f64 / num as f64 - 1e-6).ceil();
-    t.clamp(i64::MIN as f64 / 4.0, i64::MAX as f64 / 4.0) as i64
+    t.clamp(-TICKS_LIMIT as f64, TICKS_LIMIT as f64) as i64
 }
+
+/// Times are clamped to +-this many ticks, far from overflow in sums.
+const TICKS_LIMIT: i64 = i64::MAX / 4;
 
 /// Streams sampled frames of one video: an iterator of `Result<SampledFrame, MediaError>`.
 ///
@@ -275,6 +294,20 @@ impl Sampler {
         }
         let origin = src.peek()?;
         let Some(origin) = origin else {
+            if matches!(input, Input::Url(_))
+                && !src.seekable
+                && !input.is_live_protocol()
+                && src.read_error.is_some()
+            {
+                return Err(MediaError::Unsupported {
+                    input: src.name.clone(),
+                    reason: format!(
+                        "the server cannot seek (it does not answer range requests), and this {} cannot be read front to back (an MP4 whose index lies after its data: serve it with range requests, or remux it with `-movflags +faststart`) ({})",
+                        src.info.format_name,
+                        src.read_error.clone().unwrap_or_default()
+                    ),
+                });
+            }
             let why = src
                 .read_error
                 .clone()
@@ -835,8 +868,8 @@ impl Sampler {
             if self.window_end.is_some_and(|e| t >= e) {
                 return Ok(None);
             }
-            if self.last_emitted.is_some_and(|l| t <= l) {
-                self.targets.as_mut().expect("some").advance();
+            if let Some(l) = self.last_emitted.filter(|&l| t <= l) {
+                self.targets.as_mut().expect("some").skip_through(l);
                 continue;
             }
             break t;
@@ -856,13 +889,7 @@ impl Sampler {
             }
             if t >= target && self.last_emitted.is_none_or(|l| t > l) {
                 // Targets at or before this frame are served by it.
-                while let Some(x) = self.targets.as_ref().and_then(Targets::peek) {
-                    if x <= t {
-                        self.targets.as_mut().expect("some").advance();
-                    } else {
-                        break;
-                    }
-                }
+                self.targets.as_mut().expect("some").skip_through(t);
                 return self.emit(t).map(Some);
             }
         }

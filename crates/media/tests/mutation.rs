@@ -4,7 +4,8 @@
 //! in turn, under a time limit watched from another thread. Every input must end in frames or a
 //! one-line `MediaError` naming the input: no panic, no hang, bounded memory.
 //!
-//! `VIDLM_MUTATIONS=N` changes the count, `VIDLM_MUTATION_SEED=S` the seed.
+//! `VIDLM_MUTATIONS=N` changes the count, `VIDLM_MUTATION_SEED=S` the seed;
+//! `VIDLM_MUTATION_ONLY=I` runs input I alone and keeps it as `hostile-I.bin` in the temp dir.
 
 mod common;
 
@@ -176,10 +177,23 @@ fn hostile_inputs_fail_cleanly() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_0010);
+    let only: Option<usize> = std::env::var("VIDLM_MUTATION_ONLY")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(i) = only {
+        let (bytes, what) = mutate(&clips, seed, i);
+        let keep = std::env::temp_dir().join(format!("hostile-{i}.bin"));
+        std::fs::write(&keep, bytes).unwrap();
+        println!("input {i}: {what} -> {}", keep.display());
+    }
+    let (first, count) = match only {
+        Some(i) => (i, i + 1),
+        None => (0, count),
+    };
     let tmp = tempfile::tempdir().unwrap();
     let threads = 2;
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
+    let next = AtomicUsize::new(first);
+    let done = AtomicUsize::new(first);
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let running: Mutex<Vec<Option<(usize, Instant, String)>>> = Mutex::new(vec![None; threads]);
     let outcomes: Mutex<std::collections::BTreeMap<String, usize>> = Default::default();
