@@ -4,8 +4,10 @@
 #
 #   bash benches/decode.sh [--reps N] [FILE...]
 #
-# Default files: samples/bbb-trailer-720p-55s.mp4 and /tmp/bbb-720p-596s.mp4 (fetched with
-# ../shared/media/fetch-long.sh when missing; skipped with a note when that fails). Release build.
+# Default files: samples/bbb-trailer-720p-55s.mp4, /tmp/bbb-720p-596s.mp4 (fetched with
+# ../shared/media/fetch-long.sh when missing; skipped with a note when that fails) and its
+# Matroska remux /tmp/bbb-720p-596s.mkv (`ffmpeg -c copy`), whose frames must be the MP4's.
+# Release build.
 # Run it on an idle machine: it measures wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,13 @@ if [ ${#files[@]} -eq 0 ]; then
   long=/tmp/bbb-720p-596s.mp4
   fetch=../shared/media/fetch-long.sh
   if [ ! -s "$long" ] && [ -f "$fetch" ]; then bash "$fetch" "$long" >/dev/null 2>&1 || true; fi
-  if [ -s "$long" ]; then files+=("$long"); else echo "note: $long not available (fetch failed); trailer only"; fi
+  if [ -s "$long" ]; then
+    files+=("$long")
+    # The same film remuxed to Matroska (most downloaded video is MKV/WebM): same frames expected.
+    mkv=${long%.mp4}.mkv
+    if [ ! -s "$mkv" ]; then ffmpeg -nostdin -v error -y -i "$long" -c copy "$mkv.tmp.mkv" && mv -f "$mkv.tmp.mkv" "$mkv"; fi
+    files+=("$mkv")
+  else echo "note: $long not available (fetch failed); trailer only"; fi
 fi
 if pgrep -x rustc >/dev/null; then echo "warning: rustc is running; timings will be noisy"; fi
 cargo build --release -q -p vidlm-media --example decode_bench

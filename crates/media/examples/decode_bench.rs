@@ -4,7 +4,9 @@
 //! (benches/decode.sh runs it). For each file it times `fps:1`, `frames:64`, `keyframes` and
 //! `all` through [`vidlm_media::Sampler`], and the ffmpeg CLI's
 //! `ffmpeg -i F -vf fps=1,scale=384:384 -f rawvideo -pix_fmt rgb24 -y /dev/null` and the same
-//! without `fps=1`, and prints medians and ratios (ours / ffmpeg; below 1 is faster).
+//! without `fps=1`, and prints medians and ratios (ours / ffmpeg; below 1 is faster). Files that
+//! differ only in their extension (the film as MP4 and as its Matroska remux) must give the same
+//! frames: the example compares the timestamps and indices of every strategy and says so.
 
 use std::process::Command;
 use std::time::Instant;
@@ -46,8 +48,12 @@ fn time_ffmpeg(file: &str, vf: &str, reps: usize) -> f64 {
     median(runs)
 }
 
-fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) {
+/// Frames' (timestamp, index) of one run, to compare two files' results.
+type FrameList = Vec<(u64, Option<u64>)>;
+
+fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64, FrameList) {
     let mut last = (0, 0, 0);
+    let mut list = Vec::new();
     let runs = (0..reps)
         .map(|_| {
             let t = Instant::now();
@@ -57,8 +63,11 @@ fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) 
             };
             let mut s = Sampler::open(&Input::parse(file), opts).expect("open");
             let mut n = 0;
+            list.clear();
             for f in s.by_ref() {
-                std::hint::black_box(f.expect("frame").rgb.len());
+                let f = f.expect("frame");
+                std::hint::black_box(f.rgb.len());
+                list.push((f.pts.to_bits(), f.index));
                 n += 1;
             }
             let st = s.stats();
@@ -66,7 +75,7 @@ fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) 
             t.elapsed().as_secs_f64()
         })
         .collect();
-    (median(runs), last.0, last.1, last.2)
+    (median(runs), last.0, last.1, last.2, list)
 }
 
 fn main() {
@@ -76,6 +85,7 @@ fn main() {
         reps = args[i + 1].parse().expect("--reps N");
         args.drain(i..i + 2);
     }
+    let mut results: Vec<(String, Vec<(&str, FrameList)>)> = Vec::new();
     for file in &args {
         let info = vidlm_media::probe(&Input::parse(file)).expect("probe");
         let v = &info.streams[info.video_stream.expect("video")];
@@ -97,13 +107,36 @@ fn main() {
             ("keyframes", ff_fps, "fps=1"),
             ("all", ff_all, "all"),
         ] {
-            let (t, n, decoded, seeks) = time_ours(file, strategy, reps);
+            let (t, n, decoded, seeks, list) = time_ours(file, strategy, reps);
+            match results.last_mut() {
+                Some((f, v)) if f == file => v.push((strategy, list)),
+                _ => results.push((file.clone(), vec![(strategy, list)])),
+            }
             println!(
                 "  vidlm {strategy:<10} {t:8.3} s  {n:5} frames ({decoded} decoded, {seeks} seeks)  ratio vs ffmpeg {bname}: {:.3} ({:.1}x {})",
                 t / baseline,
                 if t < baseline { baseline / t } else { t / baseline },
                 if t < baseline { "faster" } else { "slower" }
             );
+        }
+    }
+    // The same video in two containers: the same frames.
+    let stem = |f: &str| std::path::Path::new(f).with_extension("");
+    for (i, (a, ra)) in results.iter().enumerate() {
+        for (b, rb) in &results[i + 1..] {
+            if stem(a) != stem(b) {
+                continue;
+            }
+            for ((s, la), (_, lb)) in ra.iter().zip(rb) {
+                println!(
+                    "  {s:<10} {a} vs {b}: {}",
+                    if la == lb {
+                        format!("same {} frames (timestamps and indices)", la.len())
+                    } else {
+                        format!("DIFFERENT frames ({} vs {})", la.len(), lb.len())
+                    }
+                );
+            }
         }
     }
 }

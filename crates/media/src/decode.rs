@@ -10,7 +10,7 @@ use ffmpeg_next::ffi;
 use crate::error::MediaError;
 use crate::input::{lower_first, Input};
 use crate::probe::{self, MediaInfo, StreamFacts};
-use crate::timeline::PacketMeta;
+use crate::timeline::{sane, PacketMeta};
 
 /// Gives up after this many consecutive unreadable packets (a resync that never succeeds).
 const MAX_BAD_PACKETS: u32 = 1000;
@@ -108,11 +108,7 @@ impl Source {
         let stream_index = pick_stream(&name, &info, stream)?;
         let st = ictx.stream(stream_index).expect("index checked");
         let facts = StreamFacts::of(&st);
-        let start_ts = if st.start_time() == ffi::AV_NOPTS_VALUE {
-            0
-        } else {
-            st.start_time()
-        };
+        let start_ts = sane(Some(st.start_time())).unwrap_or(0);
         let sar = info.streams[stream_index]
             .sample_aspect_ratio
             .as_deref()
@@ -184,7 +180,7 @@ impl Source {
             last_ts: None,
             landing_ts: None,
             frame_ticks,
-            reorder_ticks: video_delay * frame_ticks,
+            reorder_ticks: video_delay.saturating_mul(frame_ticks),
             seeks_by_pts,
             decode_errors: 0,
             skip_before: None,
@@ -221,10 +217,10 @@ impl Source {
             }
             match self.decoder.receive_frame(&mut self.frame) {
                 Ok(()) => {
-                    let ts = match self.frame.timestamp() {
+                    let ts = match sane(self.frame.timestamp()) {
                         Some(t) => t,
                         None => match self.last_ts {
-                            Some(t) => t + self.frame_ticks,
+                            Some(t) => t.saturating_add(self.frame_ticks),
                             None => self.landing_ts.unwrap_or(self.start_ts),
                         },
                     };
@@ -263,7 +259,7 @@ impl Source {
             // Feed the next packet of our stream.
             match self.next_packet() {
                 Ok(Some(mut packet)) => {
-                    self.read_pos = packet.dts().or(packet.pts()).or(self.read_pos);
+                    self.read_pos = sane(packet.dts()).or(sane(packet.pts())).or(self.read_pos);
                     let count = self.packets_read - 1;
                     if self.keyframes_only && packet.pts().is_none() && self.reorder_ticks > 0 {
                         // A reordered keyframe without a presentation time: only the decoder,
@@ -284,8 +280,10 @@ impl Source {
                         // presentation time (containers without one store decode times).
                         if packet.pts().is_none() {
                             let t = match packet.dts() {
-                                Some(d) => d + self.reorder_ticks,
-                                None => self.start_ts + count as i64 * self.frame_ticks,
+                                Some(d) => d.saturating_add(self.reorder_ticks),
+                                None => self.start_ts.saturating_add(
+                                    (count as i64).saturating_mul(self.frame_ticks),
+                                ),
                             };
                             packet.set_pts(Some(t));
                             // Nor may the decoder fall back to the decode time.
@@ -394,7 +392,7 @@ impl Source {
                             ),
                         });
                     }
-                    let t = p.pts().or(p.dts());
+                    let t = sane(p.pts()).or(sane(p.dts()));
                     let first = *first.get_or_insert(t);
                     if let (Some(s), Some(t), Some(f)) = (stop, t, first) {
                         if t - f >= s || past > 0 {
@@ -482,15 +480,16 @@ impl Source {
                 continue;
             }
             let t = if by_dts {
-                p.dts().or(p.pts())
+                sane(p.dts()).or(sane(p.pts()))
             } else {
-                p.pts().or(p.dts().map(|d| d + self.reorder_ticks))
+                sane(p.pts()).or(sane(p.dts()).map(|d| d.saturating_add(self.reorder_ticks)))
             };
             if t.is_some_and(|t| t > at) {
                 return false;
             }
-            self.landing_ts = p.pts().or(p.dts().map(|d| d + self.reorder_ticks));
-            self.read_pos = p.dts().or(p.pts());
+            self.landing_ts =
+                sane(p.pts()).or(sane(p.dts()).map(|d| d.saturating_add(self.reorder_ticks)));
+            self.read_pos = sane(p.dts()).or(sane(p.pts()));
             self.pending.push_back(p);
             return true;
         }

@@ -390,6 +390,9 @@ impl StreamFacts {
                     break;
                 }
                 let ts = (*e).timestamp;
+                if crate::timeline::sane(Some(ts)).is_none() {
+                    continue;
+                }
                 if (*e).flags() as i32 & ffi::AVINDEX_KEYFRAME != 0 {
                     f.keyframes.push(ts);
                 }
@@ -448,7 +451,7 @@ fn truncation_point(st: &ffmpeg::format::stream::Stream, size: u64) -> Option<f6
                 cut = Some(cut.map_or((*e).timestamp, |c: i64| c.min((*e).timestamp)));
             }
         }
-        cut.map(|c| ((c - start) as f64 * tb).max(0.0))
+        cut.map(|c| (c.saturating_sub(start) as f64 * tb).max(0.0))
     }
 }
 

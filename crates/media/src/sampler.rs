@@ -294,15 +294,16 @@ impl Sampler {
         }
         let origin = src.peek()?;
         let Some(origin) = origin else {
-            if matches!(input, Input::Url(_))
-                && !src.seekable
-                && !input.is_live_protocol()
-                && src.read_error.is_some()
-            {
+            let cannot_seek = match input {
+                Input::Url(_) => "the server cannot seek (it does not answer range requests)",
+                Input::Stdin => "standard input cannot seek",
+                Input::Path(_) => "the file cannot seek",
+            };
+            if !src.seekable && !input.is_live_protocol() && src.read_error.is_some() {
                 return Err(MediaError::Unsupported {
                     input: src.name.clone(),
                     reason: format!(
-                        "the server cannot seek (it does not answer range requests), and this {} cannot be read front to back (an MP4 whose index lies after its data: serve it with range requests, or remux it with `-movflags +faststart`) ({})",
+                        "{cannot_seek}, and this {} cannot be read front to back (an MP4 whose index lies after its data: give a file or a server with range requests, or remux it with `-movflags +faststart`) ({})",
                         src.info.format_name,
                         src.read_error.clone().unwrap_or_default()
                     ),
@@ -590,7 +591,7 @@ impl Sampler {
             // Without presentation times a keyframe's own time is not known exactly: up to the
             // reordering depth of an open GOP later than its decode time. Stay that far back.
             let slack = if tl.domain != Domain::Pts && self.src.reorder_ticks > 0 {
-                MAX_REORDER_FRAMES * tl.frame_ticks
+                MAX_REORDER_FRAMES.saturating_mul(tl.frame_ticks)
             } else {
                 0
             };
@@ -598,7 +599,7 @@ impl Sampler {
             let key = tl.keys[ki];
             let worth = match mode {
                 DecodeMode::Seek => true,
-                _ => key.time > pos + min_skip || (always && key.time > pos),
+                _ => key.time > pos.saturating_add(min_skip) || (always && key.time > pos),
             };
             if !worth || (ki == 0 && self.position.is_none()) {
                 return Ok(());
@@ -644,11 +645,13 @@ impl Sampler {
                     let k = keys.partition_point(|&k| k <= abs_target - self.src.reorder_ticks);
                     k.checked_sub(1)
                         .and_then(|i| keys.get(i))
-                        .is_some_and(|&kf| kf - origin > read + min_skip)
+                        .is_some_and(|&kf| {
+                            kf.saturating_sub(origin) > read.saturating_add(min_skip)
+                        })
                         || (always && target > read)
                 }
                 _ => match self.kf_interval {
-                    Some(iv) => target - read > 2 * iv,
+                    Some(iv) => target.saturating_sub(read) > iv.saturating_mul(2),
                     None => always && target > read,
                 },
             };
@@ -666,7 +669,9 @@ impl Sampler {
             let start = self.src.start_ts;
             let mut tries = vec![(abs_target - margin).max(start)];
             for i in 0..6 {
-                let t = (abs_target - (step << i)).max(start);
+                let t = abs_target
+                    .saturating_sub(step.saturating_mul(1 << i))
+                    .max(start);
                 if tries.last() != Some(&t) {
                     tries.push(t);
                 }

@@ -20,6 +20,15 @@ pub(crate) enum Domain {
     Count,
 }
 
+/// Timestamps beyond +-this many ticks are treated as missing: only damaged files have them,
+/// and sums of sane ones never overflow.
+pub(crate) const TICKS_LIMIT: i64 = i64::MAX / 8;
+
+/// `t` when it is a usable timestamp.
+pub(crate) fn sane(t: Option<i64>) -> Option<i64> {
+    t.filter(|t| (-TICKS_LIMIT..=TICKS_LIMIT).contains(t))
+}
+
 /// One packet as the scan saw it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PacketMeta {
@@ -36,8 +45,8 @@ impl PacketMeta {
         // SAFETY: reading plain fields of a valid packet.
         let flags = unsafe { (*p.as_ptr()).flags };
         PacketMeta {
-            pts: p.pts(),
-            dts: p.dts(),
+            pts: sane(p.pts()),
+            dts: sane(p.dts()),
             key: flags & ffi::AV_PKT_FLAG_KEY != 0,
             discard: flags & ffi::AV_PKT_FLAG_DISCARD != 0,
         }
@@ -87,7 +96,7 @@ impl Timeline {
             match domain {
                 Domain::Pts => p.pts.unwrap_or(0),
                 Domain::Dts => p.dts.unwrap_or(0),
-                Domain::Count => i as i64 * fallback_ticks.max(1),
+                Domain::Count => (i as i64).saturating_mul(fallback_ticks.max(1)),
             }
         };
         // Decoding starts at the first keyframe; a stream without any key flag (some raw
