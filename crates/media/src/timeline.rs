@@ -304,6 +304,27 @@ mod tests {
         }
     }
 
+    /// The indices numpy gives (tools/linspace_fixture.py, run with the reference venv), also
+    /// where f64 rounding moves an exact tie.
+    #[test]
+    fn uniform_indices_match_numpy() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/linspace_numpy.json")).unwrap();
+        let cases = v["cases"].as_array().unwrap();
+        assert!(cases.len() > 500);
+        for c in cases {
+            let f = c["frames"].as_u64().unwrap() as usize;
+            let n = c["n"].as_u64().unwrap() as usize;
+            let want: Vec<usize> = c["indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(uniform_indices(f, n), want, "F={f} N={n}");
+        }
+    }
+
     #[test]
     fn nearest_indices_on_a_constant_grid_equal_uniform_indices_away_from_ties() {
         let times: Vec<i64> = (0..97).map(|i| i * 40).collect();
