@@ -615,14 +615,17 @@ impl Sampler {
                 order.push(0);
             }
             let by_dts = tl.domain == Domain::Dts;
-            let seek_ts = |k: &KeyPoint| {
-                if self.src.seeks_by_pts {
-                    k.pts.or(k.dts)
-                } else {
-                    k.dts.or(k.pts)
+            // Seek to the keyframe's presentation time: exact where the index holds those
+            // (MP4, Matroska cues), and where it holds decode times (AVI, MPEG-TS) still before
+            // the next keyframe's. Then its decode time, for a demuxer that landed late.
+            let mut tries: Vec<i64> = Vec::with_capacity(order.len() + 1);
+            for (n, &i) in order.iter().enumerate() {
+                let k: &KeyPoint = &tl.keys[i];
+                tries.extend(k.pts.or(k.dts));
+                if n == 0 && !self.src.seeks_by_pts && k.pts.is_some() && k.dts != k.pts {
+                    tries.extend(k.dts);
                 }
-            };
-            let tries: Vec<i64> = order.iter().filter_map(|&i| seek_ts(&tl.keys[i])).collect();
+            }
             let at = if by_dts {
                 key.dts.or(key.pts)
             } else {
