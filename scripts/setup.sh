@@ -3,7 +3,7 @@
 #  1. FFmpeg development libraries + clang (for ffmpeg-sys-next's bindgen) + the ffmpeg CLI (tests
 #     compare against ffprobe, and samples/make-synthetic.sh makes test clips with it);
 #  2. NVIDIA's NVRTC and CUDA headers from PyPI into .cuda/ (no GPU needed: CI compiles every kernel);
-#  3. the synthetic sample clips (samples/gen/).
+#  3. the synthetic sample clips (samples/gen/) and the conformance matrix (samples/gen/conformance/).
 # Safe to rerun: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,5 @@ if [ ! -e .cuda/nvidia/cu13/lib/libnvrtc.so.13 ]; then
 fi
 
 bash samples/make-synthetic.sh
+bash samples/make-conformance.sh
 echo "setup done"

@@ -317,3 +317,252 @@ fn bad_options_fail_with_one_line() {
     let out = vidlm(&["frames", input.to_str().unwrap(), "--json", "--stream", "3"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("stream 3 does not exist"));
 }
+
+/// `vidlm frames FILE --json ARGS`: (pts, index) of each frame; panics on failure.
+fn frame_list(input: &Path, args: &[&str]) -> Vec<(f64, Option<u64>)> {
+    let mut a = vec!["frames", input.to_str().unwrap(), "--json"];
+    a.extend_from_slice(args);
+    let v = stdout_json(&vidlm(&a));
+    v["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["pts"].as_f64().unwrap(), f["index"].as_u64()))
+        .collect()
+}
+
+fn ffmpeg(args: &[&str]) {
+    let st = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg {args:?}");
+}
+
+/// The commands of the sampling issue's first block, on the files it makes with the ffmpeg CLI:
+/// each now gives the frames the documented semantics say.
+#[test]
+fn issue_commands_give_the_documented_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let src30 = "testsrc2=size=320x240:rate=30";
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        src30,
+        "-t",
+        "10",
+        "-c:v",
+        "libx264",
+        "-g",
+        "60",
+        p("g.mkv").to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        src30,
+        "-t",
+        "10",
+        "-c:v",
+        "libvpx-vp9",
+        "-g",
+        "60",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        p("g.webm").to_str().unwrap(),
+    ]);
+    let src1 = "testsrc2=size=96x96:rate=1";
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        src1,
+        "-t",
+        "4",
+        "-c:v",
+        "ffv1",
+        p("a.mkv").to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        src1,
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        p("b.mp4").to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        src1,
+        "-t",
+        "4",
+        "-c:v",
+        "ffv1",
+        p("e.avi").to_str().unwrap(),
+    ]);
+    let trailer = sample("bbb-trailer-720p-55s.mp4");
+    ffmpeg(&[
+        "-i",
+        trailer.to_str().unwrap(),
+        "-c",
+        "copy",
+        p("trailer.mkv").to_str().unwrap(),
+    ]);
+
+    let secs = |v: &[(f64, Option<u64>)]| v.iter().map(|f| f.0).collect::<Vec<_>>();
+    let whole: Vec<f64> = (0..10).map(f64::from).collect();
+    for f in ["g.mkv", "g.webm"] {
+        // fps:1 on 10 s: the frames at 0, 1, ... 9 s (indices 0, 30, ... 270).
+        let got = frame_list(&p(f), &["--sample", "fps:1"]);
+        assert_eq!(secs(&got), whole, "{f} fps:1");
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(k, x)| x.1 == Some(30 * k as u64)),
+            "{f}: {got:?}"
+        );
+        // frames:8 of 300 frames: round(linspace(0, 299, 8)).
+        let got = frame_list(&p(f), &["--sample", "frames:8"]);
+        let idx: Vec<u64> = got.iter().map(|x| x.1.unwrap()).collect();
+        assert_eq!(
+            idx,
+            vec![0, 43, 85, 128, 171, 214, 256, 299],
+            "{f} frames:8"
+        );
+        for (t, i) in &got {
+            assert!(
+                (t - *i.as_ref().unwrap() as f64 / 30.0).abs() < 1.0 / 60.0,
+                "{f}: {got:?}"
+            );
+        }
+    }
+    // The 55 s trailer remuxed: fps:1 gives the frames at 0, 1, ... 55 s, as the MP4 does.
+    let mkv = secs(&frame_list(&p("trailer.mkv"), &["--sample", "fps:1"]));
+    let mp4 = secs(&frame_list(&trailer, &["--sample", "fps:1"]));
+    assert_eq!(mkv.len(), 56, "{mkv:?}");
+    assert_eq!(mkv, mp4);
+    let one_fps: Vec<f64> = (0..4).map(f64::from).collect();
+    assert_eq!(
+        secs(&frame_list(&p("a.mkv"), &["--sample", "fps:1"])),
+        one_fps
+    );
+    // frames:4 of 4 frames: all of them, the first included.
+    assert_eq!(
+        secs(&frame_list(&p("b.mp4"), &["--sample", "frames:4"])),
+        one_fps
+    );
+    assert_eq!(
+        secs(&frame_list(&p("e.avi"), &["--sample", "frames:4"])),
+        one_fps
+    );
+}
+
+/// A window that holds frames but yields none (no keyframe in it) fails, naming the input.
+#[test]
+fn empty_result_from_a_window_with_frames_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("gop.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x96:rate=10",
+        "-t",
+        "6",
+        "-c:v",
+        "libx264",
+        "-g",
+        "60",
+        clip.to_str().unwrap(),
+    ]);
+    let input = clip.to_str().unwrap();
+    assert_one_line_error(
+        &[
+            "frames",
+            input,
+            "--sample",
+            "keyframes",
+            "--from",
+            "1",
+            "--to",
+            "5",
+            "--json",
+        ],
+        input,
+        "holds no keyframe",
+    );
+}
+
+/// frames:N on standard input: MPEG-TS and raw MPEG-4 are read ahead (no seeking back), so the
+/// frames are the file's; Matroska through stdin gives the file's fps:1 frames.
+#[test]
+fn stdin_frames_n_and_matroska() {
+    let dir = tempfile::tempdir().unwrap();
+    let m4v = dir.path().join("raw.m4v");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x96:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "mpeg4",
+        "-bf",
+        "2",
+        "-f",
+        "m4v",
+        m4v.to_str().unwrap(),
+    ]);
+    let mkv = dir.path().join("square.mkv");
+    ffmpeg(&[
+        "-i",
+        gen("square.mp4").to_str().unwrap(),
+        "-c",
+        "copy",
+        mkv.to_str().unwrap(),
+    ]);
+    for (file, strategy) in [
+        (gen("square.ts"), "frames:7"),
+        (m4v.clone(), "frames:5"),
+        (mkv.clone(), "fps:1"),
+        (mkv.clone(), "frames:6"),
+    ] {
+        let want = frame_list(&file, &["--sample", strategy, "--size", "32x32"]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vidlm"))
+            .args([
+                "frames", "-", "--sample", strategy, "--json", "--size", "32x32",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let data = std::fs::read(&file).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let got: Vec<(f64, Option<u64>)> = stdout_json(&out)["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["pts"].as_f64().unwrap(), f["index"].as_u64()))
+            .collect();
+        assert_eq!(got, want, "{} {strategy} through stdin", file.display());
+    }
+}

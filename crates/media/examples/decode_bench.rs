@@ -1,10 +1,12 @@
 //! Decode + sample + RGB 384x384 timing against the ffmpeg CLI, in the same run.
 //!
-//! `cargo run --release -p vidlm-media --example decode_bench -- [--reps N] FILE...`
+//! `cargo run --release -p vidlm-media --example decode_bench -- [--reps N] [--only S,S] FILE...`
 //! (benches/decode.sh runs it). For each file it times `fps:1`, `frames:64`, `keyframes` and
 //! `all` through [`vidlm_media::Sampler`], and the ffmpeg CLI's
 //! `ffmpeg -i F -vf fps=1,scale=384:384 -f rawvideo -pix_fmt rgb24 -y /dev/null` and the same
-//! without `fps=1`, and prints medians and ratios (ours / ffmpeg; below 1 is faster).
+//! without `fps=1`, and prints medians and ratios (ours / ffmpeg; below 1 is faster). Files that
+//! differ only in their extension (the film as MP4 and as its Matroska remux) must give the same
+//! frames: the example compares the timestamps and indices of every strategy and says so.
 
 use std::process::Command;
 use std::time::Instant;
@@ -46,8 +48,12 @@ fn time_ffmpeg(file: &str, vf: &str, reps: usize) -> f64 {
     median(runs)
 }
 
-fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) {
+/// Frames' (timestamp, index) of one run, to compare two files' results.
+type FrameList = Vec<(f64, Option<u64>)>;
+
+fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64, FrameList) {
     let mut last = (0, 0, 0);
+    let mut list = Vec::new();
     let runs = (0..reps)
         .map(|_| {
             let t = Instant::now();
@@ -57,8 +63,11 @@ fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) 
             };
             let mut s = Sampler::open(&Input::parse(file), opts).expect("open");
             let mut n = 0;
+            list.clear();
             for f in s.by_ref() {
-                std::hint::black_box(f.expect("frame").rgb.len());
+                let f = f.expect("frame");
+                std::hint::black_box(f.rgb.len());
+                list.push((f.pts, f.index));
                 n += 1;
             }
             let st = s.stats();
@@ -66,7 +75,7 @@ fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64) 
             t.elapsed().as_secs_f64()
         })
         .collect();
-    (median(runs), last.0, last.1, last.2)
+    (median(runs), last.0, last.1, last.2, list)
 }
 
 fn main() {
@@ -76,6 +85,14 @@ fn main() {
         reps = args[i + 1].parse().expect("--reps N");
         args.drain(i..i + 2);
     }
+    // `--only fps:1,keyframes`: a subset of the strategies (and only their baselines).
+    let mut only: Option<Vec<String>> = None;
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        only = Some(args[i + 1].split(',').map(str::to_string).collect());
+        args.drain(i..i + 2);
+    }
+    let wanted = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let mut results: Vec<(String, Vec<(&str, FrameList)>)> = Vec::new();
     for file in &args {
         let info = vidlm_media::probe(&Input::parse(file)).expect("probe");
         let v = &info.streams[info.video_stream.expect("video")];
@@ -87,8 +104,19 @@ fn main() {
             v.fps.unwrap_or(0.0),
             v.keyframe_interval.unwrap_or(f64::NAN)
         );
-        let ff_fps = time_ffmpeg(file, "fps=1,scale=384:384", reps);
-        let ff_all = time_ffmpeg(file, "scale=384:384", reps);
+        let ff_fps = if ["fps:1", "frames:64", "keyframes"]
+            .iter()
+            .any(|s| wanted(s))
+        {
+            time_ffmpeg(file, "fps=1,scale=384:384", reps)
+        } else {
+            f64::NAN
+        };
+        let ff_all = if wanted("all") {
+            time_ffmpeg(file, "scale=384:384", reps)
+        } else {
+            f64::NAN
+        };
         println!("  ffmpeg CLI -vf fps=1,scale=384:384   {ff_fps:8.3} s");
         println!("  ffmpeg CLI -vf scale=384:384         {ff_all:8.3} s");
         for (strategy, baseline, bname) in [
@@ -97,13 +125,45 @@ fn main() {
             ("keyframes", ff_fps, "fps=1"),
             ("all", ff_all, "all"),
         ] {
-            let (t, n, decoded, seeks) = time_ours(file, strategy, reps);
+            if !wanted(strategy) {
+                continue;
+            }
+            let (t, n, decoded, seeks, list) = time_ours(file, strategy, reps);
+            match results.last_mut() {
+                Some((f, v)) if f == file => v.push((strategy, list)),
+                _ => results.push((file.clone(), vec![(strategy, list)])),
+            }
             println!(
                 "  vidlm {strategy:<10} {t:8.3} s  {n:5} frames ({decoded} decoded, {seeks} seeks)  ratio vs ffmpeg {bname}: {:.3} ({:.1}x {})",
                 t / baseline,
                 if t < baseline { baseline / t } else { t / baseline },
                 if t < baseline { "faster" } else { "slower" }
             );
+        }
+    }
+    // The same video in two containers: the same frames.
+    let stem = |f: &str| std::path::Path::new(f).with_extension("");
+    for (i, (a, ra)) in results.iter().enumerate() {
+        for (b, rb) in &results[i + 1..] {
+            if stem(a) != stem(b) {
+                continue;
+            }
+            for ((s, la), (_, lb)) in ra.iter().zip(rb) {
+                println!(
+                    "  {s:<10} {a} vs {b}: {}",
+                    // Matroska stores milliseconds: the same frame's time may differ by 0.5 ms.
+                    if la.len() == lb.len()
+                        && la
+                            .iter()
+                            .zip(lb)
+                            .all(|(x, y)| x.1 == y.1 && (x.0 - y.0).abs() <= 5e-4)
+                    {
+                        format!("same {} frames (indices; times within 0.5 ms)", la.len())
+                    } else {
+                        format!("DIFFERENT frames ({} vs {})", la.len(), lb.len())
+                    }
+                );
+            }
         }
     }
 }

@@ -106,6 +106,16 @@ pub enum MediaError {
         /// What is not possible and why.
         reason: String,
     },
+    /// Sampling found no frame to return although it should have: the stream has no decodable
+    /// frame, or the window holds frames and none was returned (e.g. `keyframes` on a window
+    /// without a keyframe).
+    #[error("{input}: no frames: {reason}")]
+    NoFrames {
+        /// The input as given.
+        input: String,
+        /// Why, with the window.
+        reason: String,
+    },
     /// Writing an output file failed.
     #[error("{path}: cannot write: {reason}")]
     Write {

@@ -60,6 +60,34 @@ impl Input {
         matches!(self, Input::Path(_))
     }
 
+    /// Whether this is a live stream that may never end: a streaming protocol (RTSP, RTMP,
+    /// UDP, RTP, SRT, TCP, MMS) or an HLS playlist (`.m3u8`; live when it declares no
+    /// duration).
+    pub fn is_live_protocol(&self) -> bool {
+        let Input::Url(u) = self else { return false };
+        let lower = u.to_ascii_lowercase();
+        let scheme = lower.split("://").next().unwrap_or("");
+        matches!(
+            scheme,
+            "rtsp"
+                | "rtsps"
+                | "rtmp"
+                | "rtmps"
+                | "rtmpt"
+                | "rtmpe"
+                | "udp"
+                | "rtp"
+                | "srt"
+                | "tcp"
+                | "mms"
+                | "mmsh"
+                | "mmst"
+        ) || lower
+            .split('?')
+            .next()
+            .is_some_and(|p| p.ends_with(".m3u8"))
+    }
+
     /// The string handed to libavformat.
     fn ffmpeg_url(&self) -> String {
         match self {

@@ -2,11 +2,14 @@
 //! libavcodec, libswscale through `ffmpeg-next`) and sample the frames the models see.
 //!
 //! - [`probe`] reads container and stream facts (the fields `ffprobe` prints) without decoding.
-//! - [`Sampler`] streams [`SampledFrame`]s (RGB24, timestamp in seconds from the stream start,
-//!   frame index, keyframe flag) for a [`SamplingStrategy`]: `fps:N`, `frames:N`, `keyframes`,
-//!   `scene:T` or `all`, within a time window and a frame budget ([`SampleOptions`]). Sparse
-//!   sampling seeks when the next wanted frame lies beyond the next keyframe and decodes
-//!   sequentially otherwise; both give the same frames.
+//! - [`Sampler`] streams [`SampledFrame`]s (RGB24, timestamp in seconds from the stream's first
+//!   frame, frame index, keyframe flag) for a [`SamplingStrategy`]: `fps:N`, `frames:N`
+//!   (`round(linspace(0, F-1, N))` of the window's frames), `keyframes`, `scene:T` or `all`,
+//!   within a time window and a frame budget ([`SampleOptions`]). Local files are scanned first
+//!   (packets only, no decoding) for every frame's time and the keyframes. Sparse sampling seeks
+//!   when the keyframe before the next wanted frame lies ahead and decodes in order otherwise;
+//!   both give identical frames (times, indices, pixels), on every container. The exact
+//!   semantics: pipelines/README.md, "Sampling".
 //! - [`sample_all`] collects them.
 //!
 //! Inputs are files, network URLs (http(s), HLS, RTSP...) or standard input ([`Input`]). Every
@@ -34,6 +37,7 @@ mod options;
 mod probe;
 mod sampler;
 pub mod scene;
+mod timeline;
 
 pub use error::MediaError;
 pub use input::Input;

@@ -24,13 +24,20 @@ use crate::error::MediaError;
 #[serde(rename_all = "snake_case")]
 pub enum SamplingStrategy {
     /// `fps:N`: N frames per second of video time (N may be fractional, e.g. `fps:0.25`). For
-    /// each time `from + k/N` the first frame shown at or after it; a frame is never returned
-    /// twice, so above the video's own rate every frame is returned once.
+    /// each time `from + k/N` (seconds from the first frame) the first frame shown at or after
+    /// it; a frame is never returned twice, so above the video's own rate every frame is
+    /// returned once.
     Fps(f64),
-    /// `frames:N`: N frames spread uniformly over the window: the frames at the centres of N
-    /// equal segments. Needs a known duration (or `--to`).
+    /// `frames:N`: N distinct frames of the window (all when it holds fewer), its first and
+    /// last included: frame indices `round(linspace(0, F-1, N))` of the window's F frames on a
+    /// constant frame rate (numpy's f64 rule, ties to even), the frame nearest to each of N
+    /// evenly spaced times on a variable one. Needs every frame's time first: local files are
+    /// scanned (packets only), inputs that cannot seek are read ahead up to `to` or their end,
+    /// live streams need `to`.
     Frames(u32),
-    /// `keyframes`: the key (intra) frames only; nothing else is decoded.
+    /// `keyframes`: the frames of the packets the container marks as keys; nothing else is
+    /// decoded, except where only the decoder can tell when a keyframe is shown (no presentation
+    /// times and reordered frames, e.g. AVI with B-frames).
     Keyframes,
     /// `scene:T`: the first frame, then every frame whose scene-change score (FFmpeg's `select`
     /// filter's `scene` score, in 0..1) exceeds T.
@@ -166,12 +173,13 @@ impl FromStr for DecodeMode {
 pub struct SampleOptions {
     /// Which frames.
     pub strategy: SamplingStrategy,
-    /// Window start in seconds of video time (0 = the first frame).
+    /// Window start in seconds of video time (0 = the first frame of the stream).
     pub from: f64,
     /// Window end in seconds (exclusive); `None` = to the end.
     pub to: Option<f64>,
     /// At most this many frames. `fps:N` and `frames:N` spread the budget over the whole window
-    /// (lowering the rate) when the window has a known length; the other strategies stop early.
+    /// (lowering the rate) when its end is known (`to`, or the frames of a scanned input); the
+    /// other strategies, and `fps:N` on a window of unknown end, stop early with a warning.
     pub max_frames: Option<usize>,
     /// Output size (width, height) after rotation; `None` keeps the display size (sample aspect
     /// ratio applied, rotation honoured).

@@ -307,11 +307,14 @@ fn reduce(a: u64, b: u64) -> (u64, u64) {
 }
 
 /// Display size of a `w`x`h` picture with sample aspect ratio `sar` turned `rotation_cw` degrees.
+/// A ratio that would make the picture wider than 16384 pixels (a damaged header) is ignored.
 pub(crate) fn display_size(w: u32, h: u32, sar: (u32, u32), rotation_cw: u32) -> (u32, u32) {
-    let dw = if sar.0 > 0 && sar.1 > 0 && sar.0 != sar.1 {
-        ((f64::from(w) * f64::from(sar.0) / f64::from(sar.1)).round() as u32).max(1)
-    } else {
-        w
+    let stretched = (sar.0 > 0 && sar.1 > 0 && sar.0 != sar.1)
+        .then(|| (f64::from(w) * f64::from(sar.0) / f64::from(sar.1)).round())
+        .filter(|&dw| dw <= 16384.0);
+    let dw = match stretched {
+        Some(dw) => (dw as u32).max(1),
+        None => w,
     };
     if rotation_cw % 180 == 90 {
         (h, dw)
@@ -387,6 +390,9 @@ impl StreamFacts {
                     break;
                 }
                 let ts = (*e).timestamp;
+                if crate::timeline::sane(Some(ts)).is_none() {
+                    continue;
+                }
                 if (*e).flags() as i32 & ffi::AVINDEX_KEYFRAME != 0 {
                     f.keyframes.push(ts);
                 }
@@ -401,12 +407,9 @@ impl StreamFacts {
                 prev = Some(ts);
             }
             // An index of keyframes only (Matroska cues) is not a frame grid: require the index
-            // to hold (nearly) every frame.
+            // to hold every frame the container declares.
             let declared = st.frames();
-            if constant
-                && step.is_some_and(|s| s > 0)
-                && (declared <= 0 || (i64::from(n) - declared).abs() <= 1)
-            {
+            if constant && step.is_some_and(|s| s > 0) && declared > 0 && i64::from(n) == declared {
                 f.cfr_step = step;
             }
         }
@@ -448,7 +451,7 @@ fn truncation_point(st: &ffmpeg::format::stream::Stream, size: u64) -> Option<f6
                 cut = Some(cut.map_or((*e).timestamp, |c: i64| c.min((*e).timestamp)));
             }
         }
-        cut.map(|c| ((c - start) as f64 * tb).max(0.0))
+        cut.map(|c| (c.saturating_sub(start) as f64 * tb).max(0.0))
     }
 }
 

@@ -5,12 +5,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::convert::{RgbConverter, ScenePlanes};
-use crate::decode::Source;
+use crate::decode::{self, Source};
 use crate::error::MediaError;
 use crate::input::Input;
 use crate::options::{DecodeMode, SampleOptions, SamplingStrategy};
 use crate::probe::MediaInfo;
 use crate::scene::SceneDetector;
+use crate::timeline::{self, Domain, KeyPoint, Timeline};
 
 /// One sampled frame.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -113,35 +114,39 @@ pub struct SamplerStats {
     pub returned: u64,
 }
 
-/// Upcoming target times of `fps:N` / `frames:N`.
+/// Most frames a decoder reorders (H.264's limit), for keyframe times only known by decode time.
+const MAX_REORDER_FRAMES: i64 = 16;
+
+/// Upcoming targets of `fps:N` / `frames:N`, in ticks relative to the first frame: for each,
+/// the first frame shown at or after it.
 enum Targets {
-    /// `from + k * step` for k = 0.. while below `end` and below `count`.
+    /// `from + k * step` seconds for k = 0.. while below `count`.
     Grid {
         from: f64,
         step: f64,
         k: u64,
         count: Option<u64>,
+        tb: (i64, i64),
     },
-    /// Explicit times.
-    List { times: Vec<f64>, i: usize },
+    /// Explicit targets (`frames:N`: a point just after the frame before each chosen frame).
+    List { ticks: Vec<i64>, i: usize },
 }
 
 impl Targets {
-    fn peek(&self) -> Option<f64> {
+    fn peek(&self) -> Option<i64> {
         match self {
             Targets::Grid {
                 from,
                 step,
                 k,
                 count,
+                tb,
             } => {
-                if count.is_some_and(|c| *k >= c) {
-                    None
-                } else {
-                    Some(from + *k as f64 * step)
-                }
+                let t = ticks_ceil(from + *k as f64 * step, *tb);
+                // Past every representable time (damaged timestamps): no more targets.
+                (count.is_none_or(|c| *k < c) && t < TICKS_LIMIT).then_some(t)
             }
-            Targets::List { times, i } => times.get(*i).copied(),
+            Targets::List { ticks, i } => ticks.get(*i).copied(),
         }
     }
     fn advance(&mut self) {
@@ -150,24 +155,43 @@ impl Targets {
             Targets::List { i, .. } => *i += 1,
         }
     }
+
+    /// Drops the targets at or before `t` (served by a frame there). Jumps on a grid, so a
+    /// frame far ahead (a damaged timestamp) costs no step per target in between.
+    fn skip_through(&mut self, t: i64) {
+        if let Targets::Grid {
+            from, step, k, tb, ..
+        } = self
+        {
+            let secs = (i128::from(t) * i128::from(tb.0)) as f64 / tb.1 as f64;
+            let jump = ((secs - *from) / *step).floor() - 1.0;
+            if jump.is_finite() && jump > *k as f64 {
+                *k = jump.min(u64::MAX as f64 / 2.0) as u64;
+            }
+        }
+        while self.peek().is_some_and(|x| x <= t) {
+            self.advance();
+        }
+    }
 }
 
-/// Checks frames after a seek: the seek must land on a keyframe at or before the target,
-/// otherwise frames between the target and the keyframe would be missed (or be broken leading
-/// pictures of an open GOP), and the sampler seeks further back.
-struct SeekGuard {
-    /// The time the caller wants to reach (absolute ticks).
-    target: i64,
-    attempt: u32,
-    key_ts: Option<i64>,
-    frames: u32,
+/// Ticks (time base `num/den`) of a time in seconds, rounded up so that a frame at exactly
+/// that time compares as not earlier.
+fn ticks_ceil(seconds: f64, (num, den): (i64, i64)) -> i64 {
+    let t = (seconds * den as f64 / num as f64 - 1e-6).ceil();
+    t.clamp(-TICKS_LIMIT as f64, TICKS_LIMIT as f64) as i64
 }
+
+/// Times are clamped to +-this many ticks, far from overflow in sums.
+const TICKS_LIMIT: i64 = i64::MAX / 4;
 
 /// Streams sampled frames of one video: an iterator of `Result<SampledFrame, MediaError>`.
 ///
 /// Frames come out in presentation order as they are decoded, so a consumer can push them into
 /// a bounded channel. A truncated or unreadable tail ends the iteration after the frames before
-/// it; the reason is logged as a warning and kept in [`Sampler::warnings`].
+/// it; the reason is logged as a warning and kept in [`Sampler::warnings`]. An iteration that
+/// would return no frame although the window holds frames ends with
+/// [`MediaError::NoFrames`] instead.
 ///
 /// ```no_run
 /// use vidlm_media::{Input, SampleOptions, Sampler, SamplingStrategy};
@@ -184,46 +208,147 @@ pub struct Sampler {
     conv: RgbConverter,
     scene: Option<(ScenePlanes, SceneDetector, f64)>,
     targets: Option<Targets>,
-    from_ts: i64,
-    to_ts: Option<i64>,
-    window_end: Option<f64>,
+    /// Every frame's time, when the input could be scanned (or read ahead).
+    timeline: Option<Timeline>,
+    /// Absolute timestamp of the first frame: all times are relative to it.
+    origin: Option<i64>,
+    /// Time base as a fraction.
+    tb: (i64, i64),
+    from: i64,
+    to: Option<i64>,
+    /// Where the window ends (relative ticks): `to`, or the end of the video when known.
+    window_end: Option<i64>,
     max_frames: Option<usize>,
+    /// Relative time of the last frame returned.
     last_emitted: Option<i64>,
+    /// Relative time of the last frame decoded (the decode position).
+    position: Option<i64>,
     /// Keyframe interval in ticks (index, or estimated from the first packets).
     kf_interval: Option<i64>,
-    guard: Option<SeekGuard>,
+    /// Frames decoded inside the window.
+    seen_in_window: u64,
     started: bool,
     done: bool,
     warnings: Vec<String>,
     stats: SamplerStats,
-    intra_only: bool,
 }
 
 impl Sampler {
     /// Opens `input` and prepares sampling with `opts`.
     ///
+    /// Local files are scanned first (packets only, no decoding) for the time of every frame;
+    /// URLs are scanned when `frames:N` or a frame budget needs the frame times; inputs that
+    /// cannot seek (standard input, servers without range requests) are read ahead into memory
+    /// for `frames:N` (up to the window end, at most 1 GiB).
+    ///
     /// # Errors
     /// Invalid options, an input that cannot be opened, has no (such) video stream, has no
-    /// decoder, or `frames:N` on an input of unknown duration without `to`.
+    /// decoder or no decodable frame, `frames:N` on an empty window, or `frames:N` on a live
+    /// input without `to`.
     pub fn open(input: &Input, opts: SampleOptions) -> Result<Sampler, MediaError> {
         opts.validate()?;
         let keyframes_only = opts.strategy == SamplingStrategy::Keyframes;
-        let src = Source::open(input, opts.stream, keyframes_only)?;
-        let sinfo = &src.info.streams[src.stream_index];
-        let duration = sinfo.duration.or(src.info.duration);
-        let window_end = match (opts.to, duration) {
-            (Some(t), Some(d)) => Some(t.min(d)),
-            (Some(t), None) => Some(t),
-            (None, d) => d,
+        let mut src = Source::open(input, opts.stream, keyframes_only)?;
+        let tb = (src.facts.tb_num, src.facts.tb_den);
+        let wants_times = matches!(opts.strategy, SamplingStrategy::Frames(_))
+            || (matches!(opts.strategy, SamplingStrategy::Fps(_)) && opts.max_frames.is_some());
+        let mut timeline = None;
+        if src.seekable && (wants_times || input.is_local_file()) {
+            let (packets, cut) = decode::scan_packets(input, src.stream_index)?;
+            if let Some(cut) = cut {
+                tracing::debug!("{}: the packet scan stopped early: {cut}", src.name);
+            }
+            timeline = Timeline::build(&packets, src.frame_ticks);
+        } else if wants_times && matches!(opts.strategy, SamplingStrategy::Frames(_)) {
+            let live = input.is_live_protocol() && src.info.duration.is_none();
+            if live && opts.to.is_none() {
+                return Err(MediaError::Unsupported {
+                    input: src.name.clone(),
+                    reason: format!(
+                        "{} picks frames from the whole window, and this live input has no end: give --to (the window end), or use fps:N",
+                        opts.strategy
+                    ),
+                });
+            }
+            let stop = opts.to.map(|t| ticks_ceil(t, tb));
+            let margin = 16 + 2 * (src.reorder_ticks / src.frame_ticks.max(1)) as usize;
+            let packets = src.read_ahead(stop, margin)?;
+            timeline = Timeline::build(&packets, src.frame_ticks);
+            if let (Some(tl), Some(stop)) = (timeline.as_mut(), stop) {
+                tl.truncate(stop);
+            }
+        }
+        if let Some(tl) = &timeline {
+            if tl.domain == Domain::Count {
+                // No timestamps to seek by (raw elementary streams): decode in order.
+                src.seekable = false;
+            }
+            if tl.domain != Domain::Pts && src.reorder_ticks > 0 {
+                // Without presentation times, only the decoder knows when a reordered keyframe
+                // is shown (an open GOP's leading pictures follow it): find the keyframes by
+                // decoding every frame.
+                src.keyframes_only = false;
+            }
+            src.frame_ticks = tl.frame_ticks;
+            src.skip_ok = tl.domain == Domain::Pts;
+        }
+        let origin = src.peek()?;
+        let Some(origin) = origin else {
+            let cannot_seek = match input {
+                Input::Url(_) => "the server cannot seek (it does not answer range requests)",
+                Input::Stdin => "standard input cannot seek",
+                Input::Path(_) => "the file cannot seek",
+            };
+            if !src.seekable && !input.is_live_protocol() && src.read_error.is_some() {
+                return Err(MediaError::Unsupported {
+                    input: src.name.clone(),
+                    reason: format!(
+                        "{cannot_seek}, and this {} cannot be read front to back (an MP4 whose index lies after its data: give a file or a server with range requests, or remux it with `-movflags +faststart`) ({})",
+                        src.info.format_name,
+                        src.read_error.clone().unwrap_or_default()
+                    ),
+                });
+            }
+            let why = src
+                .read_error
+                .clone()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            return Err(MediaError::NoFrames {
+                input: src.name.clone(),
+                reason: format!(
+                    "no frame of stream {} could be decoded{why}",
+                    src.stream_index
+                ),
+            });
         };
-        let from_ts = src.ticks_ceil(opts.from);
-        let to_ts = opts.to.map(|t| src.ticks_ceil(t));
-        let span = window_end.map(|e| (e - opts.from).max(0.0));
+        let origin = match timeline.as_mut() {
+            // The first keyframe need not be the first frame shown (an MP4 edit list may start
+            // after it): times count from the first frame the timeline shows.
+            Some(tl) if src.keyframes_only && tl.domain == Domain::Pts => tl.origin,
+            Some(tl) => {
+                rebase(tl, origin, &src.name);
+                origin
+            }
+            None => origin,
+        };
+        let from = ticks_ceil(opts.from, tb);
+        let to = opts.to.map(|t| ticks_ceil(t, tb));
+        // Only the frames themselves say where the video ends: a container's declared
+        // duration can include other streams, a start offset, or only the first fragment.
+        let video_end = timeline.as_ref().map(Timeline::end);
+        let window_end = match (to, video_end) {
+            (Some(t), Some(e)) => Some(t.min(e)),
+            (Some(t), None) => Some(t),
+            (None, e) => e,
+        };
+        let seconds = |t: i64| (i128::from(t) * i128::from(tb.0)) as f64 / tb.1 as f64;
         let targets = match opts.strategy {
             SamplingStrategy::Fps(rate) => {
                 let mut step = 1.0 / rate;
                 let mut count = None;
-                if let (Some(max), Some(span)) = (opts.max_frames, span) {
+                if let (Some(max), Some(end)) = (opts.max_frames, window_end) {
+                    let span = (seconds(end) - opts.from).max(0.0);
                     let expected = (span * rate).ceil() as usize;
                     if expected > max {
                         // Spread the budget over the whole window instead of stopping early.
@@ -237,38 +362,58 @@ impl Sampler {
                     step,
                     k: 0,
                     count,
+                    tb,
                 })
             }
             SamplingStrategy::Frames(n) => {
-                let Some(span) = span.filter(|s| *s > 0.0) else {
-                    // An empty window (--from at or past the end) is a different mistake from an
-                    // input whose length nobody knows: say which.
-                    let reason = match window_end {
-                        Some(end) => match duration {
-                            Some(d) if opts.from >= d => format!(
-                                "the window starts at {:.3} s, at or past the end of the video ({d:.3} s)",
-                                opts.from
-                            ),
-                            _ => format!(
-                                "the window from {:.3} s to {end:.3} s is empty",
-                                opts.from
-                            ),
-                        },
-                        None => format!(
-                            "frames:{n} needs a known duration; this input has none, give --to"
+                let Some(tl) = &timeline else {
+                    return Err(MediaError::Unsupported {
+                        input: src.name.clone(),
+                        reason: format!(
+                            "frames:{n} needs the time of every frame, and this input gives none"
                         ),
+                    });
+                };
+                let range = tl.window(from, to);
+                if range.is_empty() {
+                    let end = seconds(tl.end());
+                    let reason = if opts.from >= end {
+                        format!(
+                            "the window starts at {:.3} s, at or past the end of the video ({end:.3} s)",
+                            opts.from
+                        )
+                    } else {
+                        format!(
+                            "the window from {:.3} s to {:.3} s holds no frame",
+                            opts.from,
+                            opts.to.unwrap_or(end)
+                        )
                     };
                     return Err(MediaError::Unsupported {
                         input: src.name.clone(),
                         reason,
                     });
-                };
+                }
                 let n = opts.max_frames.map_or(n as usize, |m| m.min(n as usize));
-                let seg = span / n as f64;
-                Some(Targets::List {
-                    times: (0..n).map(|i| opts.from + (i as f64 + 0.5) * seg).collect(),
-                    i: 0,
-                })
+                let times = &tl.times[range.clone()];
+                let picks = if tl.constant_rate {
+                    timeline::uniform_indices(times.len(), n)
+                } else {
+                    timeline::nearest_indices(times, n)
+                };
+                let ticks = picks
+                    .into_iter()
+                    .map(|j| {
+                        let i = range.start + j;
+                        // Just after the frame before, so that the chosen frame is "the first
+                        // at or after" its target even if its decoded time differs by a tick.
+                        match i.checked_sub(1) {
+                            Some(p) => tl.times[p] + 1,
+                            None => tl.times[i] - tl.frame_ticks / 2,
+                        }
+                    })
+                    .collect();
+                Some(Targets::List { ticks, i: 0 })
             }
             _ => None,
         };
@@ -276,32 +421,43 @@ impl Sampler {
             SamplingStrategy::Scene(t) => Some((ScenePlanes::new(), SceneDetector::default(), t)),
             _ => None,
         };
-        let kf_interval = src
-            .facts
-            .keyframe_interval_secs()
-            .map(|s| (s / src.facts.tb).round() as i64);
+        let kf_interval = match &timeline {
+            Some(tl) => {
+                let mut gaps: Vec<i64> =
+                    tl.keys.windows(2).map(|w| w[1].time - w[0].time).collect();
+                gaps.sort_unstable();
+                gaps.get(gaps.len() / 2).copied()
+            }
+            None => src
+                .facts
+                .keyframe_interval_secs()
+                .map(|s| (s / src.facts.tb).round() as i64),
+        };
         let conv = RgbConverter::new(opts.size, src.facts.rotation_cw, src.sar);
-        let intra_only = intra_only(&src);
         let mut s = Sampler {
             conv,
             scene,
             targets,
-            from_ts,
-            to_ts,
+            timeline,
+            origin: Some(origin),
+            tb,
+            from,
+            to,
             window_end,
             max_frames: opts.max_frames,
             last_emitted: None,
+            position: None,
             kf_interval,
-            guard: None,
+            seen_in_window: 0,
             started: false,
             done: false,
             warnings: Vec::new(),
             stats: SamplerStats::default(),
-            intra_only,
             opts,
             src,
         };
         if s.kf_interval.is_none()
+            && s.timeline.is_none()
             && s.src.seekable
             && s.opts.mode == DecodeMode::Auto
             && s.targets.is_some()
@@ -309,9 +465,10 @@ impl Sampler {
             s.kf_interval = s.estimate_keyframe_interval();
         }
         tracing::debug!(
-            "{}: stream {}, keyframe interval {:?} s, seekable {}, mode {:?}",
+            "{}: stream {}, {} frames scanned, keyframe interval {:?} s, seekable {}, mode {:?}",
             s.src.name,
             s.src.stream_index,
+            s.timeline.as_ref().map_or(0, |t| t.times.len()),
             s.kf_interval.map(|k| k as f64 * s.src.facts.tb),
             s.src.seekable,
             s.opts.mode
@@ -347,10 +504,34 @@ impl Sampler {
         }
     }
 
+    /// The video stream's duration in seconds from its first frame: after the last frame when
+    /// every frame's time is known (local files, and inputs scanned for `frames:N`), else the
+    /// duration the container declares for the stream, `None` when it declares none (live
+    /// streams, standard input).
+    pub fn duration(&self) -> Option<f64> {
+        let origin = self.origin?;
+        match &self.timeline {
+            Some(tl) => Some(self.seconds(tl.end())),
+            None => declared_end(&self.src, origin, self.tb).map(|e| self.seconds(e)),
+        }
+        .filter(|d| *d > 0.0)
+    }
+
+    /// The number of frames of the stream, when every frame's time is known (see
+    /// [`Sampler::duration`]).
+    pub fn frame_count(&self) -> Option<u64> {
+        self.timeline.as_ref().map(|t| t.times.len() as u64)
+    }
+
     /// Keyframe interval used for the seek-or-decode choice, when known.
     pub fn keyframe_interval(&self) -> Option<Duration> {
         self.kf_interval
             .map(|k| Duration::from_secs_f64((k as f64 * self.src.facts.tb).max(0.0)))
+    }
+
+    fn seconds(&self, t: i64) -> f64 {
+        // One rounding (the division) so that e.g. 113 * 512 / 12800 is exactly 4.52.
+        (i128::from(t) * i128::from(self.tb.0)) as f64 / self.tb.1 as f64
     }
 
     fn warn(&mut self, msg: String) {
@@ -358,16 +539,10 @@ impl Sampler {
         self.warnings.push(msg);
     }
 
-    /// Reads packet flags of the first few keyframes (no decoding), then rewinds.
+    /// Reads packet flags of the first few keyframes (no decoding; the packets are kept for
+    /// decoding).
     fn estimate_keyframe_interval(&mut self) -> Option<i64> {
         let keys = self.src.scan_keyframes(4, 2000);
-        if let Err(e) = self.src.rewind() {
-            tracing::debug!("{e}");
-            self.src.seekable = false;
-            return None;
-        }
-        // Rewinding to the start is not a seek for frame-counting purposes.
-        self.src.seeked = false;
         if keys.len() < 2 {
             return None;
         }
@@ -376,166 +551,196 @@ impl Sampler {
         Some(gaps[gaps.len() / 2])
     }
 
-    fn frame_index(&self, ts: i64) -> Option<u64> {
+    fn origin(&self) -> i64 {
+        self.origin.unwrap_or(self.src.start_ts)
+    }
+
+    fn frame_index(&self, t: i64) -> Option<u64> {
+        if let Some(tl) = &self.timeline {
+            return tl.index_of(t);
+        }
         if let Some(step) = self.src.facts.cfr_step {
-            return Some(
-                ((ts - self.src.start_ts) as f64 / step as f64)
-                    .round()
-                    .max(0.0) as u64,
-            );
+            return Some((t as f64 / step as f64).round().max(0.0) as u64);
         }
         (!self.src.seeked && self.opts.strategy != SamplingStrategy::Keyframes)
             .then(|| self.src.frames_out.saturating_sub(1))
     }
 
-    /// Whether to seek to reach `target` (absolute ticks) rather than decode forward.
-    fn should_seek(&self, target: i64) -> bool {
+    /// Seeks, when that is faster than decoding forward, so that the next frames decoded
+    /// include the first frame at or after `target` (relative ticks). `always` seeks whatever
+    /// the mode (the start of the window).
+    fn reach(&mut self, target: i64, always: bool) -> Result<(), MediaError> {
         if !self.src.seekable {
-            return false;
+            return Ok(());
         }
-        match self.opts.mode {
-            DecodeMode::Sequential => false,
-            DecodeMode::Seek => true,
-            DecodeMode::Auto => {
-                let pos = self.src.read_pos.unwrap_or(if self.src.seeked {
-                    target
-                } else {
-                    self.src.start_ts
-                });
-                let keys = &self.src.facts.keyframes;
-                if keys.len() >= 2 {
-                    // Seek when the keyframe before the target lies well ahead of the read
-                    // position: everything in between would be decoded for nothing. "Well": a
-                    // seek discards the frames in flight in the decoder threads.
-                    // Index times are decode times; a keyframe is shown up to the reorder
-                    // delay later, so it serves the target only if its dts is that much earlier.
-                    let k = keys.partition_point(|&k| k <= target - self.src.reorder_ticks);
-                    let Some(&kf) = k.checked_sub(1).and_then(|i| keys.get(i)) else {
-                        return false;
-                    };
-                    let min_skip = (0.5 / self.src.facts.tb) as i64;
-                    kf > pos + min_skip
-                } else if let Some(iv) = self.kf_interval {
-                    target - pos > 2 * iv
-                } else {
-                    false
+        let mode = if always {
+            DecodeMode::Auto
+        } else {
+            self.opts.mode
+        };
+        if mode == DecodeMode::Sequential {
+            return Ok(());
+        }
+        let pos = self.position.unwrap_or(0);
+        // Seek when the keyframe before the target lies well ahead of the decode position:
+        // everything in between would be decoded for nothing. "Well": a seek discards the
+        // frames in flight in the decoder threads.
+        let min_skip = ticks_ceil(0.5, self.tb);
+        let origin = self.origin();
+        if let Some(tl) = &self.timeline {
+            // Without presentation times a keyframe's own time is not known exactly: up to the
+            // reordering depth of an open GOP later than its decode time. Stay that far back.
+            let slack = if tl.domain != Domain::Pts && self.src.reorder_ticks > 0 {
+                MAX_REORDER_FRAMES.saturating_mul(tl.frame_ticks)
+            } else {
+                0
+            };
+            let ki = tl.key_before(target - slack);
+            let key = tl.keys[ki];
+            let worth = match mode {
+                DecodeMode::Seek => true,
+                _ => key.time > pos.saturating_add(min_skip) || (always && key.time > pos),
+            };
+            if !worth || (ki == 0 && self.position.is_none()) {
+                return Ok(());
+            }
+            // Earlier keyframes in case the demuxer lands after this one: 1, 2, 4... back.
+            let mut order = vec![ki];
+            let mut back = 1;
+            while back <= ki {
+                order.push(ki - back);
+                back *= 2;
+            }
+            if *order.last().expect("non-empty") != 0 {
+                order.push(0);
+            }
+            let by_dts = tl.domain == Domain::Dts;
+            // Seek to the keyframe's presentation time: exact where the index holds those
+            // (MP4, Matroska cues), and where it holds decode times (AVI, MPEG-TS) still before
+            // the next keyframe's. Then its decode time, for a demuxer that landed late.
+            let mut tries: Vec<i64> = Vec::with_capacity(order.len() + 1);
+            for (n, &i) in order.iter().enumerate() {
+                let k: &KeyPoint = &tl.keys[i];
+                tries.extend(k.pts.or(k.dts));
+                if n == 0 && !self.src.seeks_by_pts && k.pts.is_some() && k.dts != k.pts {
+                    tries.extend(k.dts);
                 }
             }
-        }
-    }
-
-    fn seek_to(&mut self, target: i64) -> Result<(), MediaError> {
-        // MP4 seeks by presentation time (AVFMT_SEEK_TO_PTS): the target itself. Demuxers that
-        // seek by decode time land up to the B-frame reorder delay late, and without an index
-        // (MPEG-TS) on any packet: aim a little early, the guard checks the landing.
-        let margin = if self.src.seeks_by_pts {
-            0
-        } else if self.src.facts.keyframes.is_empty() {
-            4 * self.src.frame_ticks
+            let at = if by_dts {
+                key.dts.or(key.pts)
+            } else {
+                key.pts.or(key.dts)
+            }
+            .unwrap_or(tl.origin + key.time);
+            self.stats.seeks += self
+                .src
+                .seek_before(at, &tries, by_dts, self.seconds(target))?;
+            self.position = Some(key.time);
         } else {
-            self.src.reorder_ticks
-        };
-        self.src.seek(target - margin)?;
-        self.stats.seeks += 1;
-        self.guard = Some(SeekGuard {
-            target,
-            attempt: 0,
-            key_ts: None,
-            frames: 0,
-        });
+            let keys = &self.src.facts.keyframes;
+            let abs_target = origin + target;
+            let read = self.src.read_pos.map_or(pos, |r| r - origin);
+            let worth = match mode {
+                DecodeMode::Seek => true,
+                _ if keys.len() >= 2 => {
+                    // Index times are decode times; a keyframe is shown up to the reorder
+                    // delay later, so it serves the target only if its dts is that much earlier.
+                    let k = keys.partition_point(|&k| k <= abs_target - self.src.reorder_ticks);
+                    k.checked_sub(1)
+                        .and_then(|i| keys.get(i))
+                        .is_some_and(|&kf| {
+                            kf.saturating_sub(origin) > read.saturating_add(min_skip)
+                        })
+                        || (always && target > read)
+                }
+                _ => match self.kf_interval {
+                    Some(iv) => target.saturating_sub(read) > iv.saturating_mul(2),
+                    None => always && target > read,
+                },
+            };
+            if !worth {
+                return Ok(());
+            }
+            // Demuxers that seek by decode time land up to the B-frame reorder delay late, and
+            // without an index on any packet: aim a little early, then further back.
+            let margin = if self.src.seeks_by_pts {
+                0
+            } else {
+                self.src.reorder_ticks + 2 * self.src.frame_ticks
+            };
+            let step = self.kf_interval.unwrap_or(ticks_ceil(1.0, self.tb)).max(1);
+            let start = self.src.start_ts;
+            let mut tries = vec![(abs_target - margin).max(start)];
+            for i in 0..6 {
+                let t = abs_target
+                    .saturating_sub(step.saturating_mul(1 << i))
+                    .max(start);
+                if tries.last() != Some(&t) {
+                    tries.push(t);
+                }
+            }
+            self.stats.seeks +=
+                self.src
+                    .seek_before(abs_target, &tries, false, self.seconds(target))?;
+            self.position = None;
+        }
         if let Some((_, det, _)) = self.scene.as_mut() {
             det.reset();
         }
         Ok(())
     }
 
-    /// The next decoded frame in presentation order, with seek checks applied.
+    /// The next decoded frame's relative time (frames before the first frame are dropped).
     fn next_decoded(&mut self) -> Result<Option<i64>, MediaError> {
         loop {
             let Some(ts) = self.src.next_frame()? else {
                 return Ok(None);
             };
-            let Some(g) = self.guard.as_mut() else {
-                return Ok(Some(ts));
-            };
-            g.frames += 1;
-            let is_key = self.intra_only || self.src.frame().is_key();
-            if g.key_ts.is_none() && is_key {
-                g.key_ts = Some(ts);
+            let t = ts - self.origin();
+            self.position = Some(t);
+            if t < 0 {
+                continue;
             }
-            match g.key_ts {
-                Some(k) if k <= g.target => {
-                    self.guard = None;
-                    return Ok(Some(ts));
-                }
-                // Decoders that never flag keys, or no earlier keyframe to be found: stop
-                // checking rather than skip everything.
-                _ if g.frames > 600 || (g.attempt >= 5 && ts >= g.target) => {
-                    self.guard = None;
-                    return Ok(Some(ts));
-                }
-                // Leading pictures before the first keyframe, and before the target anyway.
-                None if ts < g.target => continue,
-                _ => {
-                    // Landed after the target (demuxers seek by dts, or to a non-key packet):
-                    // go further back, doubling the step.
-                    let attempt = g.attempt + 1;
-                    let target = g.target;
-                    let back = self
-                        .kf_interval
-                        .unwrap_or((1.0 / self.src.facts.tb) as i64)
-                        .max(1)
-                        << attempt.min(20);
-                    let seek_ts = target.saturating_sub(back);
-                    tracing::debug!(
-                        "{}: seek landed after {:.3} s; retrying from {:.3} s",
-                        self.src.name,
-                        self.src.seconds(target),
-                        self.src.seconds(seek_ts)
-                    );
-                    self.src.seek(seek_ts)?;
-                    self.stats.seeks += 1;
-                    self.guard = Some(SeekGuard {
-                        target,
-                        attempt,
-                        key_ts: None,
-                        frames: 0,
-                    });
-                }
+            if t >= self.from && self.to.is_none_or(|to| t < to) {
+                self.seen_in_window += 1;
             }
+            return Ok(Some(t));
         }
     }
 
-    fn emit(&mut self, ts: i64) -> Result<SampledFrame, MediaError> {
+    fn emit(&mut self, t: i64) -> Result<SampledFrame, MediaError> {
         let keyframe = self.src.frame().is_key();
-        let index = self.frame_index(ts);
+        let index = self.frame_index(t);
         let (rgb, width, height) = self.conv.convert(&self.src.name, self.src.frame())?;
-        self.last_emitted = Some(ts);
+        self.last_emitted = Some(t);
         self.stats.returned += 1;
         Ok(SampledFrame {
             rgb,
             width,
             height,
-            pts: self.src.seconds(ts),
+            pts: self.seconds(t),
             index,
             keyframe,
         })
     }
 
-    fn finish(&mut self) {
+    /// Called once the frames are exhausted: warnings for a truncated input, and the error for
+    /// an empty result from a window that holds frames.
+    fn finish(&mut self) -> Option<MediaError> {
         if self.done {
-            return;
+            return None;
         }
         self.done = true;
-        let last = self.last_emitted.map(|t| self.src.seconds(t));
-        let end = self.window_end;
+        let last = self.last_emitted.map(|t| self.seconds(t));
+        let end = self.opts.to;
         let cut = self.src.info.truncated_at;
         let wanted_past_cut = match (cut, end) {
             (Some(c), Some(e)) => e > c,
             (Some(_), None) => true,
             _ => false,
         };
-        if self.src.read_error.is_some() || wanted_past_cut {
+        let truncated = self.src.read_error.is_some() || wanted_past_cut;
+        if truncated {
             let at = match (cut, last) {
                 (Some(c), _) => format!("data ends at {c:.3} s"),
                 (None, Some(l)) => format!("last frame at {l:.3} s"),
@@ -558,16 +763,48 @@ impl Sampler {
                 self.src.name
             ));
         }
+        if self.stats.returned > 0 {
+            return None;
+        }
+        let window_has_frames = match &self.timeline {
+            Some(tl) => !tl.window(self.from, self.to).is_empty(),
+            None => self.seen_in_window > 0,
+        };
+        let window = match self.opts.to {
+            Some(to) => format!("{:.3}-{to:.3} s", self.opts.from),
+            None => format!("from {:.3} s", self.opts.from),
+        };
+        if window_has_frames {
+            let reason = match self.opts.strategy {
+                SamplingStrategy::Keyframes => format!("the window {window} holds no keyframe"),
+                s => format!("{s} returned no frame of the window {window}, which holds frames"),
+            };
+            return Some(MediaError::NoFrames {
+                input: self.src.name.clone(),
+                reason,
+            });
+        }
+        if !truncated {
+            let last = match &self.timeline {
+                Some(tl) => tl.times.last().map(|&t| self.seconds(t)),
+                None => self.position.map(|t| self.seconds(t)),
+            };
+            let after = last
+                .map(|l| format!(", after the last frame ({l:.3} s)"))
+                .unwrap_or_default();
+            self.warn(format!(
+                "{}: the window {window} holds no frame{after}",
+                self.src.name
+            ));
+        }
+        None
     }
 
     fn budget_left(&mut self) -> bool {
         match self.max_frames {
             Some(m) if self.stats.returned as usize >= m => {
                 if self.targets.is_none() {
-                    let at = self
-                        .last_emitted
-                        .map(|t| self.src.seconds(t))
-                        .unwrap_or(0.0);
+                    let at = self.last_emitted.map(|t| self.seconds(t)).unwrap_or(0.0);
                     self.warn(format!(
                         "{}: stopped at --max-frames {m} ({at:.3} s into the video)",
                         self.src.name
@@ -581,27 +818,26 @@ impl Sampler {
 
     fn next_inner(&mut self) -> Result<Option<SampledFrame>, MediaError> {
         if self.done || !self.budget_left() {
-            self.done = true;
             return Ok(None);
         }
         if !self.started {
             self.started = true;
             // Targets seek by themselves; the other strategies start at `from`.
-            if self.targets.is_none() && self.from_ts > self.src.start_ts && self.src.seekable {
-                self.seek_to(self.from_ts)?;
+            if self.targets.is_none() && self.from > 0 {
+                self.reach(self.from, true)?;
             }
         }
         if self.targets.is_some() {
             return self.next_target();
         }
         loop {
-            let Some(ts) = self.next_decoded()? else {
+            let Some(t) = self.next_decoded()? else {
                 return Ok(None);
             };
-            if self.to_ts.is_some_and(|t| ts >= t) {
+            if self.to.is_some_and(|to| t >= to) {
                 return Ok(None);
             }
-            let in_window = ts >= self.from_ts && self.last_emitted.is_none_or(|l| ts > l);
+            let in_window = t >= self.from && self.last_emitted.is_none_or(|l| t > l);
             if let Some((planes, det, threshold)) = self.scene.as_mut() {
                 // Score every frame (also before the window) so the first in-window score has
                 // its predecessor, as FFmpeg's filter does.
@@ -619,11 +855,15 @@ impl Sampler {
                 if !(in_window && (first || score > *threshold)) {
                     continue;
                 }
-                tracing::trace!("scene score {score:.4} at {:.3} s", self.src.seconds(ts));
-            } else if !in_window {
+                tracing::trace!("scene score {score:.4} at {:.3} s", self.seconds(t));
+            } else if !in_window
+                || (self.opts.strategy == SamplingStrategy::Keyframes
+                    && !self.src.keyframes_only
+                    && !self.src.frame().is_key())
+            {
                 continue;
             }
-            return self.emit(ts).map(Some);
+            return self.emit(t).map(Some);
         }
     }
 
@@ -633,62 +873,62 @@ impl Sampler {
             let Some(t) = self.targets.as_ref().and_then(Targets::peek) else {
                 return Ok(None);
             };
-            if self.window_end.is_some_and(|e| t >= e) && self.opts.to.is_some() {
+            if self.window_end.is_some_and(|e| t >= e) {
                 return Ok(None);
             }
-            let tt = self.src.ticks_ceil(t);
-            if self.last_emitted.is_some_and(|l| tt <= l) {
-                self.targets.as_mut().expect("some").advance();
+            if let Some(l) = self.last_emitted.filter(|&l| t <= l) {
+                self.targets.as_mut().expect("some").skip_through(l);
                 continue;
             }
-            break tt;
+            break t;
         };
-        if self.should_seek(target) {
-            self.seek_to(target)?;
+        if self.last_emitted.is_none() || self.position.is_none_or(|p| p < target) {
+            self.reach(target, false)?;
         }
         // Frames shown before the target are never returned: let the decoder drop the
         // non-reference ones.
-        self.src.skip_before = Some(target);
+        self.src.skip_before = Some(self.origin() + target);
         loop {
-            let Some(ts) = self.next_decoded()? else {
+            let Some(t) = self.next_decoded()? else {
                 return Ok(None);
             };
-            if self.to_ts.is_some_and(|t| ts >= t) {
+            if self.to.is_some_and(|to| t >= to) {
                 return Ok(None);
             }
-            if ts >= target && self.last_emitted.is_none_or(|l| ts > l) {
+            if t >= target && self.last_emitted.is_none_or(|l| t > l) {
                 // Targets at or before this frame are served by it.
-                while let Some(t) = self.targets.as_ref().and_then(Targets::peek) {
-                    if self.src.ticks_ceil(t) <= ts {
-                        self.targets.as_mut().expect("some").advance();
-                    } else {
-                        break;
-                    }
-                }
-                return self.emit(ts).map(Some);
+                self.targets.as_mut().expect("some").skip_through(t);
+                return self.emit(t).map(Some);
             }
         }
     }
 }
 
-fn intra_only(src: &Source) -> bool {
-    use ffmpeg_next::ffi;
-    let Some(Some(name)) = src
-        .info
-        .streams
-        .get(src.stream_index)
-        .map(|s| s.codec_name.clone())
-    else {
-        return false;
-    };
-    let Ok(cname) = std::ffi::CString::new(name) else {
-        return false;
-    };
-    // SAFETY: static descriptor table lookup.
-    unsafe {
-        let d = ffi::avcodec_descriptor_get_by_name(cname.as_ptr());
-        !d.is_null() && ((*d).props & ffi::AV_CODEC_PROP_INTRA_ONLY) != 0
+/// Makes the timeline's times relative to the first decoded frame. They already are, unless
+/// the stream's first packets do not decode to frames (then those frames are dropped).
+fn rebase(tl: &mut Timeline, origin: i64, name: &str) {
+    if tl.domain != Domain::Pts || origin == tl.origin {
+        return;
     }
+    let shift = origin - tl.origin;
+    tracing::debug!(
+        "{name}: the first decoded frame is {shift} ticks after the first packet's time"
+    );
+    tl.origin = origin;
+    tl.times.retain_mut(|t| {
+        *t -= shift;
+        *t >= 0
+    });
+    for k in &mut tl.keys {
+        k.time -= shift;
+    }
+}
+
+/// The declared end of the video stream (relative ticks) when there is no timeline: the
+/// stream's declared duration counted from its declared start.
+fn declared_end(src: &Source, origin: i64, tb: (i64, i64)) -> Option<i64> {
+    let d = src.info.streams[src.stream_index].duration?;
+    Some(src.start_ts + ticks_ceil(d, tb) - origin)
 }
 
 impl Iterator for Sampler {
@@ -700,10 +940,7 @@ impl Iterator for Sampler {
         }
         match self.next_inner() {
             Ok(Some(f)) => Some(Ok(f)),
-            Ok(None) => {
-                self.finish();
-                None
-            }
+            Ok(None) => self.finish().map(Err),
             Err(e) => {
                 self.done = true;
                 Some(Err(e))

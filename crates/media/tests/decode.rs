@@ -93,12 +93,17 @@ fn fps_one_picks_the_frame_at_each_second() {
 
 #[test]
 fn frames_n_spreads_over_the_video() {
+    // 150 frames at 25 fps: frame indices round(linspace(0, 149, N)), first and last included.
     let got = sample_all(&Input::from(gen("square.mp4")), opts("frames:3")).unwrap();
-    // 6 s in 3 segments: centres at 1, 3 and 5 s.
-    assert_eq!(times(&got), vec![1.0, 3.0, 5.0]);
-    // 25 fps: no frame at 0.5 s; the first one after it is at 0.52 s.
+    // linspace(0, 149, 3) = [0, 74.5, 149]: the tie rounds to the even index 74.
+    assert_eq!(
+        got.iter().map(|f| f.index.unwrap()).collect::<Vec<_>>(),
+        vec![0, 74, 149]
+    );
+    assert_eq!(times(&got), vec![0.0, 2.96, 5.96]);
+    // [0, 29.8, 59.6, 89.4, 119.2, 149] rounds to [0, 30, 60, 89, 119, 149].
     let got = sample_all(&Input::from(gen("square.mp4")), opts("frames:6")).unwrap();
-    assert_eq!(times(&got), vec![0.52, 1.52, 2.52, 3.52, 4.52, 5.52]);
+    assert_eq!(times(&got), vec![0.0, 1.2, 2.4, 3.56, 4.76, 5.96]);
 }
 
 #[test]

@@ -159,8 +159,11 @@ impl SourceOpener for MediaOpener {
             .streams
             .iter()
             .find(|s| s.index == sampler.stream_index());
-        let duration = stream
-            .and_then(|s| s.duration)
+        // The frames' own span when the sampler knows every frame (local files); else what the
+        // container declares.
+        let duration = sampler
+            .duration()
+            .or(stream.and_then(|s| s.duration))
             .or(media.duration)
             .filter(|d| d.is_finite() && *d > 0.0);
         let info = SourceInfo {

@@ -27,7 +27,8 @@ pub fn gen(name: &str) -> PathBuf {
     repo().join("samples/gen").join(name)
 }
 
-fn run(cmd: &mut Command) -> Vec<u8> {
+/// Runs `cmd`, asserts it succeeded, returns its stdout.
+pub fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -130,6 +131,8 @@ pub fn ffmpeg_rgb(path: &std::path::Path, vf: Option<&str>, frames: usize) -> Ve
     if let Some(vf) = vf {
         c.args(["-vf", vf]);
     }
+    // One output frame per decoded frame kept by the filter (no duplicates to fill gaps).
+    c.args(["-fps_mode", "passthrough"]);
     c.args([
         "-frames:v",
         &frames.to_string(),
