@@ -92,7 +92,9 @@ IMAGE = "bbb-n030-128x72.png"
 def make_clips() -> None:
     CLIPS.mkdir(parents=True, exist_ok=True)
     for name, (inp, dur, side) in CLIP_SPECS.items():
-        run(["ffmpeg", "-v", "error", "-y", *inp, "-t", dur, "-vf", f"scale={side}:{side}:flags=bicubic",
+        # setsar=1: square pixels. (A squeezed 16:9 source keeps a 9:16 sample aspect ratio, which
+        # vidlm's decoder applies and torchcodec ignores: the frames would differ in size.)
+        run(["ffmpeg", "-v", "error", "-y", *inp, "-t", dur, "-vf", f"scale={side}:{side}:flags=bicubic,setsar=1",
              "-an", "-c:v", "libx264", "-preset", "medium", "-crf", "30", "-threads", "1", "-g", "10",
              "-pix_fmt", "yuv420p", "-map_metadata", "-1", "-fflags", "+bitexact",
              str(CLIPS / name)])
