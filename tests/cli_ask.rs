@@ -123,11 +123,11 @@ fn ask_json_matches_the_library() {
     );
 
     // Through the pipeline's trait: encode frames, then generate over the groups.
-    let clip = engine.encode_frames(&frames).unwrap();
-    assert_eq!(clip.len(), 4);
+    let clip = vidlm_models::Clip::new(engine.encode_frames(&frames).unwrap());
+    assert_eq!(clip.groups.len(), 4);
     assert_eq!(
-        clip[0].grid_h * clip[0].grid_w,
-        clip[0].embeddings.dim(0).unwrap()
+        clip.groups[0].grid_h * clip.groups[0].grid_w,
+        clip.groups[0].embeddings.dim(0).unwrap()
     );
     let g = engine
         .generate(&clip, QUESTION, &params, &mut |_| {})
@@ -513,7 +513,12 @@ fn qwen3vl_model_matches_the_library() {
         ..Default::default()
     };
     let g = lib
-        .generate(&groups, QUESTION, &params, &mut |_| {})
+        .generate(
+            &vidlm_models::Clip::new(groups.clone()),
+            QUESTION,
+            &params,
+            &mut |_| {},
+        )
         .unwrap();
     assert_eq!(g.token_ids, ids);
     assert_eq!(g.text, v["answer"].as_str().unwrap());

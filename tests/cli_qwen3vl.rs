@@ -63,7 +63,8 @@ fn library_with(frames: &[VideoFrame], prompt: &str) -> (String, Vec<u32>, usize
         max_new_tokens: TOKENS,
         ..Default::default()
     };
-    let g = m.generate(&groups, prompt, &params, &mut |_| {}).unwrap();
+    let clip = vidlm_models::Clip::new(groups.clone());
+    let g = m.generate(&clip, prompt, &params, &mut |_| {}).unwrap();
     assert!(!g.token_ids.is_empty());
     (
         g.text.trim().to_string(),

@@ -5,6 +5,11 @@
 //! `json.dumps` (no HTML escaping) and the globals `raise_exception` and `strftime_now`; the rendering
 //! context is the special-tokens map (`bos_token`, `eos_token`, ...) plus `messages`,
 //! `add_generation_prompt` and any extra variables. [`ChatTemplate`] does the same.
+//!
+//! Templates are Python Jinja, so they call Python methods on the values they hold
+//! (`content.startswith('<tool_response>')`, `text.split('</think>')[-1].lstrip('\n')`,
+//! `tool.items()`...): minijinja-contrib's pycompat layer supplies the str, dict and list methods,
+//! and values print as Python prints them (`None`, `True`, `False`).
 
 use std::path::Path;
 
@@ -49,6 +54,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         // Jinja's default, which transformers keeps: a template's final newline is dropped.
         env.set_keep_trailing_newline(false);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_formatter(python_formatter);
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -150,6 +157,22 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
         path: path.to_owned(),
         reason: format!("invalid JSON: {e}"),
     })
+}
+
+/// Prints values as Python's `str()` does where it differs from minijinja: `None`, `True`, `False`
+/// (an undefined value still prints nothing, as in Jinja).
+fn python_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &Value,
+) -> Result<(), Error> {
+    let py = match value.kind() {
+        ValueKind::None => "None",
+        ValueKind::Bool if value.is_true() => "True",
+        ValueKind::Bool => "False",
+        _ => return minijinja::escape_formatter(out, state, value),
+    };
+    out.write_str(py).map_err(Error::from)
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
@@ -432,6 +455,39 @@ mod tests {
                 .unwrap(),
             "    a\n    b\n"
         );
+    }
+
+    #[test]
+    fn python_methods_and_values() {
+        let t = ChatTemplate::new(
+            "{{ s.startswith('<a>') }} {{ s.split('|')[-1].strip() }} {{ s.upper() }} \
+             {% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.get('x', 'dflt') }} \
+             {{ none_value }} {{ s.replace('|', '/') }}",
+        )
+        .unwrap();
+        let mut extra = serde_json::Map::new();
+        extra.insert("s".into(), json!("<a>| b "));
+        extra.insert("d".into(), json!({"k": 1}));
+        extra.insert("none_value".into(), json!(null));
+        let got = t.render(&json!([]), false, &extra).unwrap();
+        assert_eq!(got, "True b <A>| B  k=1; dflt None <a>/ b ");
+    }
+
+    #[test]
+    fn loop_controls() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{% if m == 'skip' %}{% continue %}{% endif %}\
+             {% if m == 'stop' %}{% break %}{% endif %}{{ m }}{% endfor %}",
+        )
+        .unwrap();
+        let got = t
+            .render(
+                &json!(["a", "skip", "b", "stop", "c"]),
+                false,
+                &serde_json::Map::new(),
+            )
+            .unwrap();
+        assert_eq!(got, "ab");
     }
 
     #[test]

@@ -55,6 +55,76 @@ pub struct VisualTokens {
     pub end: f64,
 }
 
+/// A clip as a model receives it: its visual token groups (each with the times of its first and
+/// last frame) and what is known about the video they were sampled from -- what the reference
+/// processors write into their prompts besides each frame's time (SmolVLM2's intro line states the
+/// video's duration).
+///
+/// ```
+/// use vidlm_models::Clip;
+/// let clip = Clip::default().with_video(Some(4.0), Some(25.0));
+/// assert!(clip.groups.is_empty());
+/// assert_eq!(clip.duration, Some(4.0));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Clip {
+    /// The visual token groups, in time order (empty for a text-only prompt).
+    pub groups: Vec<VisualTokens>,
+    /// Duration of the source video in seconds: the video stream's duration, as transformers'
+    /// video decoder reports it (`VideoMetadata.duration`); `None` when unknown (live inputs).
+    /// A chunk of a longer video carries the whole video's duration.
+    pub duration: Option<f64>,
+    /// Frame rate of the source video (`VideoMetadata.fps`), when known.
+    pub fps: Option<f64>,
+}
+
+impl Clip {
+    /// A clip of `groups` from a video whose duration and frame rate are unknown.
+    pub fn new(groups: Vec<VisualTokens>) -> Self {
+        Self {
+            groups,
+            ..Self::default()
+        }
+    }
+
+    /// The same clip, from a video of `duration` seconds at `fps` frames per second.
+    pub fn with_video(mut self, duration: Option<f64>, fps: Option<f64>) -> Self {
+        self.duration = duration;
+        self.fps = fps;
+        self
+    }
+
+    /// The time of every frame the groups were encoded from, in order, as far as the groups tell
+    /// (a group's first and last frame; one time when they are the same frame).
+    pub fn frame_times(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.groups.len() * 2);
+        for g in &self.groups {
+            out.push(g.start);
+            if g.end != g.start {
+                out.push(g.end);
+            }
+        }
+        out
+    }
+
+    /// The time transformers' processors take as the video's length: the duration when known,
+    /// else the last frame's time (SmolVLM2's fallback); `None` for a clip without frames.
+    pub fn duration_or_last_frame(&self) -> Option<f64> {
+        self.duration
+            .or_else(|| self.groups.iter().map(|g| g.end).reduce(f64::max))
+    }
+}
+
+/// A prompt's token ids and the logits one forward pass over it gives at every position: what the
+/// model's parity with a reference implementation is checked on.
+#[derive(Debug, Clone)]
+pub struct PromptLogits {
+    /// The prompt's token ids, as [`VisionLanguageModel::generate`] would feed them.
+    pub ids: Vec<u32>,
+    /// `[ids.len(), vocab]` f32 logits.
+    pub logits: Tensor,
+}
+
 /// How to generate text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationParams {
@@ -193,16 +263,31 @@ pub trait VisionLanguageModel: Send {
         self.encode_frames(frames)
     }
 
-    /// Answers `prompt` about a clip given as visual token groups with their times. `on_text` is
-    /// called with each new piece of decoded text as it is generated.
+    /// Answers `prompt` about a clip (visual token groups with their times, and the video's
+    /// duration and frame rate). `on_text` is called with each new piece of decoded text as it is
+    /// generated.
     ///
     /// # Errors
     /// [`ModelError::Input`] when the prompt does not fit the context, others on failed ops.
     fn generate(
         &mut self,
-        clip: &[VisualTokens],
+        clip: &Clip,
         prompt: &str,
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError>;
+
+    /// The token ids [`Self::generate`] would prefill for `prompt` about `clip`, and the logits at
+    /// every position of one forward pass over them (no generation).
+    ///
+    /// # Errors
+    /// As [`Self::generate`]; [`ModelError::Input`] from models that do not implement it (the
+    /// default).
+    fn prompt_logits(&mut self, clip: &Clip, prompt: &str) -> Result<PromptLogits, ModelError> {
+        let _ = (clip, prompt);
+        Err(ModelError::Input(format!(
+            "{}: prompt logits are not available for this model",
+            self.name()
+        )))
+    }
 }

@@ -16,7 +16,7 @@ pub mod qwen3_vl;
 pub mod smolvlm;
 
 pub use interface::{
-    FinishReason, Generation, GenerationParams, ModelError, StopFlag, VideoFrame,
-    VisionLanguageModel, VisualTokens,
+    Clip, FinishReason, Generation, GenerationParams, ModelError, PromptLogits, StopFlag,
+    VideoFrame, VisionLanguageModel, VisualTokens,
 };
 pub use smolvlm::{load_model, LoadOptions};

@@ -100,7 +100,7 @@ fn load_model_picks_qwen3_vl_and_generates_like_transformers() {
         let mut streamed = String::new();
         let g = model
             .generate(
-                &groups,
+                &vidlm_models::Clip::new(groups.clone()),
                 c["question"].as_str().unwrap(),
                 &greedy(),
                 &mut |s| streamed.push_str(s),

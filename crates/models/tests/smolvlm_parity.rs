@@ -268,7 +268,7 @@ fn check_end_to_end(ckpt: &str) {
         // The trait path (encode_frames + generate over the groups) gives the same prompt for
         // unpooled video frames.
         if kind == "video" && case["video_duration"].is_null() {
-            let clip = engine.encode_frames(&frames).unwrap();
+            let clip = vidlm_models::Clip::new(engine.encode_frames(&frames).unwrap());
             assert_eq!(
                 engine.clip_prompt_ids(&clip, question).unwrap(),
                 ref_ids,
@@ -311,7 +311,7 @@ fn pooled_groups_carry_their_token_count() {
         start,
         end,
     };
-    let clip = [group(3, 0.0, 1.5), group(5, 62.0, 70.9)];
+    let clip = vidlm_models::Clip::new(vec![group(3, 0.0, 1.5), group(5, 62.0, 70.9)]);
     let ids = engine.clip_prompt_ids(&clip, "What?").unwrap();
     let image_id = engine.model.config.image_token_id;
     assert_eq!(ids.iter().filter(|&&i| i == image_id).count(), 8);

@@ -9,8 +9,11 @@ use crate::{PipelineError, Result};
 /// What is known about an input once it is opened, before its frames.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {
-    /// Duration in seconds when the container knows it (None for live streams and pipes).
+    /// Duration in seconds when the container knows it (None for live streams and pipes): the
+    /// video stream's own duration, else the container's.
     pub duration: Option<f64>,
+    /// The video stream's frame rate (frames per second), when known.
+    pub fps: Option<f64>,
     /// A live or non-seekable input (rtsp, udp, http(s) streams, HLS, stdin): processed in rolling
     /// windows.
     pub live: bool,
@@ -168,6 +171,9 @@ impl SourceOpener for MediaOpener {
             .filter(|d| d.is_finite() && *d > 0.0);
         let info = SourceInfo {
             duration,
+            fps: stream
+                .and_then(|s| s.fps)
+                .filter(|f| f.is_finite() && *f > 0.0),
             live: is_live_input(input) || duration.is_none(),
         };
         Ok(Box::new(MediaSource { sampler, info }))

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
-use vidlm_models::{Generation, VideoFrame, VisionLanguageModel, VisualTokens};
+use vidlm_models::{Clip, Generation, VideoFrame, VisionLanguageModel, VisualTokens};
 
 use crate::chunking::{format_clock, merge_similar, words, Chunker, Plan, RawChunk, Segment};
 use crate::error::panic_message;
@@ -894,6 +894,7 @@ impl Graph<'_> {
                         job,
                         LlmJob {
                             duration: info.duration,
+                            fps: info.fps,
                             ..LlmJob::default()
                         },
                     );
@@ -957,23 +958,24 @@ impl Graph<'_> {
     /// One model call; the text trimmed (descriptions and summaries).
     fn generate(
         &self,
-        usage: &mut Usage,
+        st: &mut LlmJob,
         groups: &[VisualTokens],
         prompt: &str,
         job: usize,
     ) -> Result<String> {
         Ok(self
-            .generate_raw(usage, groups, prompt, job, &mut |_| {})?
+            .generate_raw(st, groups, prompt, job, &mut |_| {})?
             .text
             .trim()
             .to_string())
     }
 
-    /// One model call, counted in the job's usage and the run's metrics; `on_text` gets the text
-    /// as it is decoded.
+    /// One model call over `groups` of the job's video (the model is told the video's duration and
+    /// frame rate with them), counted in the job's usage and the run's metrics; `on_text` gets the
+    /// text as it is decoded.
     fn generate_raw(
         &self,
-        usage: &mut Usage,
+        st: &mut LlmJob,
         groups: &[VisualTokens],
         prompt: &str,
         job: usize,
@@ -983,11 +985,13 @@ impl Graph<'_> {
             stop: Some(self.cancel.stop_flag()),
             ..self.config.generation.params()
         };
+        let clip = Clip::new(groups.to_vec()).with_video(st.duration, st.fps);
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            lock(self.llm).generate(groups, prompt, &params, on_text)
+            lock(self.llm).generate(&clip, prompt, &params, on_text)
         }));
         self.metrics.add_time(Stage::Llm, Some(job), t0.elapsed());
+        let usage = &mut st.usage;
         let g = match result {
             Ok(r) => r?,
             Err(p) => {
@@ -1046,7 +1050,7 @@ impl Graph<'_> {
                         ),
                     ],
                 );
-                let text = self.generate(&mut st.usage, &chunk.groups, &prompt, job)?;
+                let text = self.generate(st, &chunk.groups, &prompt, job)?;
                 let segment = Segment::grid(chunk.start, chunk.end, text);
                 st.described.push(segment.clone());
                 if let Some(first) = chunk.groups.first() {
@@ -1121,7 +1125,7 @@ impl Graph<'_> {
                         text: text.to_string(),
                     });
                 };
-                let g = self.generate_raw(&mut st.usage, &groups, &prompt, job, &mut stream)?;
+                let g = self.generate_raw(&mut st, &groups, &prompt, job, &mut stream)?;
                 Ok(JobOutput::Answer(AnswerOutput {
                     duration: st.duration,
                     answer: g.text,
@@ -1139,13 +1143,13 @@ impl Graph<'_> {
     /// A text-only prompt (the reduce step). A model that needs frames in every prompt gets one
     /// frame group per chunk (thinned to its budget) along with the text.
     fn generate_text(&self, st: &mut LlmJob, prompt: &str, job: usize) -> Result<String> {
-        match self.generate(&mut st.usage, &[], prompt, job) {
+        match self.generate(st, &[], prompt, job) {
             Err(PipelineError::Model(vidlm_models::ModelError::Input(why)))
                 if !st.reps.is_empty() =>
             {
                 tracing::debug!("text-only prompt refused ({why}); adding one frame per chunk");
                 let reps = thin(st.reps.clone(), self.group_budget());
-                self.generate(&mut st.usage, &reps, prompt, job)
+                self.generate(st, &reps, prompt, job)
             }
             other => other,
         }
@@ -1225,6 +1229,7 @@ impl Graph<'_> {
 #[derive(Default)]
 struct LlmJob {
     duration: Option<f64>,
+    fps: Option<f64>,
     whole: bool,
     frames: usize,
     described: Vec<Segment>,

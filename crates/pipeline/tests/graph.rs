@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use vidlm_models::{
-    FinishReason, Generation, GenerationParams, ModelError, VideoFrame, VisionLanguageModel,
+    Clip, FinishReason, Generation, GenerationParams, ModelError, VideoFrame, VisionLanguageModel,
     VisualTokens,
 };
 use vidlm_pipeline::{
@@ -27,6 +27,8 @@ struct Probe {
     /// `frames_yielded - frames_encoded` seen at each generate call.
     in_flight: Mutex<Vec<usize>>,
     prompts: Mutex<Vec<(usize, String)>>,
+    /// (duration, fps) of the source video each generate call was told.
+    clip_videos: Mutex<Vec<(Option<f64>, Option<f64>)>>,
     /// Words written by long answers.
     words_written: AtomicUsize,
 }
@@ -91,11 +93,17 @@ impl VisionLanguageModel for TestModel {
 
     fn generate(
         &mut self,
-        clip: &[VisualTokens],
+        clip: &Clip,
         prompt: &str,
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
+        self.probe
+            .clip_videos
+            .lock()
+            .unwrap()
+            .push((clip.duration, clip.fps));
+        let clip = &clip.groups;
         std::thread::sleep(self.generate_delay);
         if self.answer_words > 0 {
             let mut text = String::new();
@@ -196,6 +204,7 @@ impl SourceOpener for TestOpener {
         Ok(Box::new(TestSource {
             info: SourceInfo {
                 duration: (!live).then_some(seconds),
+                fps: Some(fps),
                 live,
             },
             times,
@@ -308,6 +317,27 @@ fn short_clip_is_one_prompt_over_all_frames() {
     assert_eq!(prompts[0].0, 10);
     assert_eq!(report.sampling.frames, 10);
     assert_eq!(report.usage.calls, 1);
+    // The model is told the source video's duration and frame rate, not just the frame times
+    // (the last frame is at 4.5 s of a 5 s video).
+    assert_eq!(
+        *probe.clip_videos.lock().unwrap(),
+        vec![(Some(5.0), Some(2.0))]
+    );
+}
+
+#[test]
+fn chunks_of_a_long_video_carry_the_whole_video_duration() {
+    let mut setup = Setup::default();
+    setup.config.chunking.policy = Chunking::Fixed(4.0);
+    let (p, probe) = setup.build();
+    p.summarize("long:seconds=9.5,fps=2").unwrap();
+    let videos = probe.clip_videos.lock().unwrap();
+    // Three chunk descriptions over frames, each told the 9.5 s video; the reduce step too.
+    assert!(videos.len() >= 3, "{videos:?}");
+    assert!(
+        videos.iter().all(|v| *v == (Some(9.5), Some(2.0))),
+        "{videos:?}"
+    );
 }
 
 #[test]

@@ -19,8 +19,8 @@ use super::processor::{rope_index, Expansion, PixelInput, Processor, VisualKind}
 use super::{Qwen3Vl, VisualInput};
 use crate::generation::decode_loop;
 use crate::{
-    Generation, GenerationParams, LoadOptions, ModelError, VideoFrame, VisionLanguageModel,
-    VisualTokens,
+    Clip, Generation, GenerationParams, LoadOptions, ModelError, PromptLogits, VideoFrame,
+    VisionLanguageModel, VisualTokens,
 };
 
 /// A loaded Qwen3-VL ready to answer.
@@ -162,6 +162,55 @@ impl Qwen3VlEngine {
         self.generate_ids(&prompt.ids, &pos, Some(&visual), params, on_text)
     }
 
+    /// The prompt ids, their M-RoPE positions and the visual input for `prompt` about `clip`:
+    /// each group is rendered as transformers renders a temporal patch, `<T seconds>` with T the
+    /// mean of the patch's first and last frame times (`Qwen3VLProcessor._calculate_timestamps`).
+    fn clip_input(
+        &self,
+        clip: &Clip,
+        prompt: &str,
+    ) -> Result<(Vec<u32>, [Vec<i64>; 3], VisualInput), ModelError> {
+        if clip.groups.is_empty() {
+            return Err(ModelError::Input("no frames in the clip".into()));
+        }
+        let hidden = self.model.config.text_config.hidden_size;
+        let layers = self
+            .model
+            .config
+            .vision_config
+            .deepstack_visual_indexes
+            .len();
+        let m = self.model.config.vision_config.spatial_merge_size;
+        let mut pairs = Vec::with_capacity(clip.groups.len());
+        let mut grids = Vec::with_capacity(clip.groups.len());
+        for (i, g) in clip.groups.iter().enumerate() {
+            let (n, d) = g.embeddings.dims2()?;
+            if d != hidden * (1 + layers) || n != g.grid_h * g.grid_w {
+                return Err(ModelError::Input(format!(
+                    "group {i}: embeddings {:?} do not fit a {}x{} grid of {} columns",
+                    g.embeddings.dims(),
+                    g.grid_h,
+                    g.grid_w,
+                    hidden * (1 + layers)
+                )));
+            }
+            pairs.push(((g.start + g.end) / 2.0, n));
+            grids.push([1, g.grid_h * m, g.grid_w * m]);
+        }
+        let rows: Vec<&Tensor> = clip.groups.iter().map(|g| &g.embeddings).collect();
+        let all = Tensor::cat(&rows, 0)?;
+        let visual = VisualInput {
+            embeds: all.narrow(1, 0, hidden)?,
+            deepstack: (0..layers)
+                .map(|l| all.narrow(1, hidden * (l + 1), hidden))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+        };
+        let chat = self.processor.chat_prompt(VisualKind::Video, prompt)?;
+        let p = self.processor.expand(&chat, &Expansion::Video { pairs })?;
+        let (pos, _) = rope_index(&p.mm_token_type_ids, &[], &grids, m)?;
+        Ok((p.ids, pos, visual))
+    }
+
     /// Encodes already processed video pixels into one group per temporal patch.
     fn groups(
         &self,
@@ -230,49 +279,18 @@ impl VisionLanguageModel for Qwen3VlEngine {
 
     fn generate(
         &mut self,
-        clip: &[VisualTokens],
+        clip: &Clip,
         prompt: &str,
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
-        if clip.is_empty() {
-            return Err(ModelError::Input("no frames in the clip".into()));
-        }
-        let hidden = self.model.config.text_config.hidden_size;
-        let layers = self
-            .model
-            .config
-            .vision_config
-            .deepstack_visual_indexes
-            .len();
-        let m = self.model.config.vision_config.spatial_merge_size;
-        let mut pairs = Vec::with_capacity(clip.len());
-        let mut grids = Vec::with_capacity(clip.len());
-        for (i, g) in clip.iter().enumerate() {
-            let (n, d) = g.embeddings.dims2()?;
-            if d != hidden * (1 + layers) || n != g.grid_h * g.grid_w {
-                return Err(ModelError::Input(format!(
-                    "group {i}: embeddings {:?} do not fit a {}x{} grid of {} columns",
-                    g.embeddings.dims(),
-                    g.grid_h,
-                    g.grid_w,
-                    hidden * (1 + layers)
-                )));
-            }
-            pairs.push(((g.start + g.end) / 2.0, n));
-            grids.push([1, g.grid_h * m, g.grid_w * m]);
-        }
-        let rows: Vec<&Tensor> = clip.iter().map(|g| &g.embeddings).collect();
-        let all = Tensor::cat(&rows, 0)?;
-        let visual = VisualInput {
-            embeds: all.narrow(1, 0, hidden)?,
-            deepstack: (0..layers)
-                .map(|l| all.narrow(1, hidden * (l + 1), hidden))
-                .collect::<candle_core::Result<Vec<_>>>()?,
-        };
-        let chat = self.processor.chat_prompt(VisualKind::Video, prompt)?;
-        let p = self.processor.expand(&chat, &Expansion::Video { pairs })?;
-        let (pos, _) = rope_index(&p.mm_token_type_ids, &[], &grids, m)?;
-        self.generate_ids(&p.ids, &pos, Some(&visual), params, on_text)
+        let (ids, pos, visual) = self.clip_input(clip, prompt)?;
+        self.generate_ids(&ids, &pos, Some(&visual), params, on_text)
+    }
+
+    fn prompt_logits(&mut self, clip: &Clip, prompt: &str) -> Result<PromptLogits, ModelError> {
+        let (ids, pos, visual) = self.clip_input(clip, prompt)?;
+        let logits = self.model.prefill(&ids, &pos, Some(&visual), true)?;
+        Ok(PromptLogits { ids, logits })
     }
 }

@@ -6,18 +6,20 @@
 //! frame, `image_seq_len` tokens) gives the same ids as transformers. A pooled group (several
 //! frames merged into fewer tokens, `start < end`) is rendered the same way, stamped with its
 //! `start` time and carrying as many `<image>` tokens as it has rows; the intro's frame count is the
-//! number of groups and the video duration is the last group's `end`.
+//! number of groups and the video duration is the clip's [`Clip::duration`] (transformers writes
+//! `int(duration)` of the video), the last group's `end` only when the duration is unknown.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::processor::{num2words, timedelta, ProcessedInput, SmolVlmProcessor};
+use super::processor::{ProcessedInput, SmolVlmProcessor};
 use super::SmolVlm;
 use crate::generation::decode_loop;
 use crate::{
-    Generation, GenerationParams, ModelError, VideoFrame, VisionLanguageModel, VisualTokens,
+    Clip, Generation, GenerationParams, ModelError, PromptLogits, VideoFrame, VisionLanguageModel,
+    VisualTokens,
 };
 
 /// How to load a model.
@@ -203,18 +205,9 @@ impl SmolVlmEngine {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
         let t0 = Instant::now();
-        let embeds = self.model.embed_with_images(ids, features)?;
-        let text = &mut self.model.text;
-        text.clear_cache();
-        let room = text.max_positions();
-        if ids.len() >= room {
-            return Err(ModelError::Input(format!(
-                "the prompt has {} tokens, the model's context is {room}",
-                ids.len()
-            )));
-        }
-        let first = text.forward_embeds(&embeds, false)?.squeeze(0)?;
+        let first = self.prefill(ids, features, false)?;
         let prefill_seconds = t0.elapsed().as_secs_f64();
+        let text = &mut self.model.text;
         let tokenizer = self.processor.tokenizer();
         let mut step = |t: u32| -> Result<Tensor, ModelError> {
             if text.position() >= text.max_positions() {
@@ -241,6 +234,31 @@ impl SmolVlmEngine {
             prefill_seconds,
             decode_seconds: d.seconds,
         })
+    }
+
+    /// One forward pass over `ids` with `features` in the `<image>` positions, from an empty cache:
+    /// the last position's logits `[vocab]`, or every position's `[seq, vocab]` with `all_logits`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] when the prompt is longer than the context or the `<image>` count
+    /// differs from the feature rows; others on failed ops.
+    pub fn prefill(
+        &mut self,
+        ids: &[u32],
+        features: Option<&Tensor>,
+        all_logits: bool,
+    ) -> Result<Tensor, ModelError> {
+        let embeds = self.model.embed_with_images(ids, features)?;
+        let text = &mut self.model.text;
+        text.clear_cache();
+        let room = text.max_positions();
+        if ids.len() >= room {
+            return Err(ModelError::Input(format!(
+                "the prompt has {} tokens, the model's context is {room}",
+                ids.len()
+            )));
+        }
+        Ok(text.forward_embeds(&embeds, all_logits)?.squeeze(0)?)
     }
 
     /// Answers `question` about images (image mode: each image split into crops plus the global
@@ -320,46 +338,27 @@ impl SmolVlmEngine {
     ///
     /// # Errors
     /// [`ModelError::Input`] for an empty clip; [`ModelError::Tokenizer`] when encoding fails.
-    pub fn clip_prompt_ids(
-        &self,
-        clip: &[VisualTokens],
-        question: &str,
-    ) -> Result<Vec<u32>, ModelError> {
-        if clip.is_empty() {
+    pub fn clip_prompt_ids(&self, clip: &Clip, question: &str) -> Result<Vec<u32>, ModelError> {
+        if clip.groups.is_empty() {
             return Err(ModelError::Input("no frames in the clip".into()));
         }
-        if question.contains("<image>") || question.contains("<video>") {
-            return Err(ModelError::Input(
-                "the question may not contain the placeholders <image> or <video>".into(),
-            ));
-        }
-        let messages = serde_json::json!([{"role": "user", "content": [
-            {"type": "video"}, {"type": "text", "text": question}]}]);
-        let prompt = self.processor.apply_chat_template(&messages, true)?;
-        // transformers' video expansion (the processor's), with each group's own token count.
-        let duration = clip.iter().map(|g| g.end).fold(0.0, f64::max);
-        let mut video = format!(
-            "You are provided the following series of {} frames from a {} [H:MM:SS] video.\n",
-            num2words(clip.len() as u64),
-            timedelta(duration.max(0.0).trunc() as u64)
-        );
-        for g in clip {
-            let t = g.start.max(0.0);
-            let n = g.embeddings.dim(0)?;
-            video.push_str(&format!(
-                "\nFrame from {:02}:{:02}:<fake_token_around_image><global-img>{}<fake_token_around_image>",
-                (t / 60.0).floor() as u64,
-                (t % 60.0).trunc() as u64,
-                "<image>".repeat(n)
-            ));
-        }
-        video.push_str("\n\n");
-        let Some((head, tail)) = prompt.split_once("<video>") else {
-            return Err(ModelError::Input(
-                "the video chat template wrote no <video>".into(),
-            ));
-        };
-        self.processor.encode(&format!("{head}{video}{tail}"))
+        let groups = clip
+            .groups
+            .iter()
+            .map(|g| Ok((g.start.max(0.0), g.embeddings.dim(0)?)))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let duration = clip.duration_or_last_frame().map(|d| d.max(0.0));
+        Ok(self
+            .processor
+            .video_prompt_for_groups(&groups, question, duration)?
+            .input_ids)
+    }
+
+    /// The prompt ids and the visual features in their order, for `prompt` about `clip`.
+    fn clip_input(&self, clip: &Clip, prompt: &str) -> Result<(Vec<u32>, Tensor), ModelError> {
+        let ids = self.clip_prompt_ids(clip, prompt)?;
+        let rows: Vec<&Tensor> = clip.groups.iter().map(|g| &g.embeddings).collect();
+        Ok((ids, Tensor::cat(&rows, 0)?))
     }
 }
 
@@ -418,15 +417,19 @@ impl VisionLanguageModel for SmolVlmEngine {
 
     fn generate(
         &mut self,
-        clip: &[VisualTokens],
+        clip: &Clip,
         prompt: &str,
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
-        let ids = self.clip_prompt_ids(clip, prompt)?;
-        let rows: Vec<&Tensor> = clip.iter().map(|g| &g.embeddings).collect();
-        let feats = Tensor::cat(&rows, 0)?;
+        let (ids, feats) = self.clip_input(clip, prompt)?;
         self.generate_ids(&ids, Some(&feats), params, on_text)
+    }
+
+    fn prompt_logits(&mut self, clip: &Clip, prompt: &str) -> Result<PromptLogits, ModelError> {
+        let (ids, feats) = self.clip_input(clip, prompt)?;
+        let logits = self.prefill(&ids, Some(&feats), true)?;
+        Ok(PromptLogits { ids, logits })
     }
 }
 

@@ -173,9 +173,11 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         let v = &self.vision_config;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        // SigLIP's patch conv has no padding: 384 px at patch 14 (SmolVLM2-2.2B) is a 27x27 grid,
+        // the last 6 pixels of each side unused.
+        if v.patch_size == 0 || v.image_size < v.patch_size {
             return Err(format!(
-                "vision image_size {} is not a multiple of patch_size {}",
+                "vision image_size {} is smaller than patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
@@ -467,16 +469,16 @@ impl VisionTower {
         ids
     }
 
-    /// Encodes `[b, channels, H, W]` pixel values (H, W multiples of the patch size) into the
-    /// vision tower's last hidden states `[b, patches, hidden]` (post layer norm, before the
-    /// connector).
+    /// Encodes `[b, channels, H, W]` pixel values into the vision tower's last hidden states
+    /// `[b, patches, hidden]` (post layer norm, before the connector). As the patch convolution
+    /// (stride = kernel = patch, no padding), rows and columns past the last whole patch are unused.
     ///
     /// # Errors
     /// [`ModelError::Input`] for a shape the tower cannot take.
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
         let (b, c, h, w) = pixels.dims4()?;
         let p = self.patch;
-        if c != self.channels || h % p != 0 || w % p != 0 || h == 0 || w == 0 {
+        if c != self.channels || h < p || w < p {
             return Err(ModelError::Input(format!(
                 "pixel values of shape {:?} do not fit the vision tower ({} channels, patch {p})",
                 pixels.dims(),
@@ -491,6 +493,11 @@ impl VisionTower {
             )));
         }
         let dtype = self.patch_w.dtype();
+        let pixels = if (nh * p, nw * p) == (h, w) {
+            pixels.clone()
+        } else {
+            pixels.narrow(2, 0, nh * p)?.narrow(3, 0, nw * p)?
+        };
         // The stride-p convolution as one matmul over flattened (c, ky, kx) patches.
         let x = pixels
             .to_dtype(dtype)?

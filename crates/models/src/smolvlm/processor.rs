@@ -437,13 +437,35 @@ impl SmolVlmProcessor {
         question: &str,
         duration: Option<f64>,
     ) -> Result<ProcessedInput, ModelError> {
-        if timestamps.is_empty() {
+        let groups: Vec<(f64, usize)> = timestamps
+            .iter()
+            .map(|&t| (t, self.image_seq_len))
+            .collect();
+        self.video_prompt_for_groups(&groups, question, duration)
+    }
+
+    /// [`Self::video_prompt_for_timestamps`] for frame groups of any token count (pooled frames
+    /// carry fewer tokens than `image_seq_len`): each `(time, tokens)` becomes `Frame from MM:SS:`
+    /// and `<fake_token_around_image><global-img>`, `tokens` image tokens, `<fake_token_around_image>`.
+    /// `duration` is the video's length for the intro line, truncated to whole seconds as
+    /// transformers does; `None` writes the last group's time instead (transformers' fallback when
+    /// the video metadata has no duration).
+    ///
+    /// # Errors
+    /// As [`Self::video_prompt_for_timestamps`].
+    pub fn video_prompt_for_groups(
+        &self,
+        groups: &[(f64, usize)],
+        question: &str,
+        duration: Option<f64>,
+    ) -> Result<ProcessedInput, ModelError> {
+        if groups.is_empty() {
             return Err(ModelError::Input(
                 "a video prompt needs at least one frame".into(),
             ));
         }
         self.check_question(question)?;
-        for (i, t) in timestamps.iter().enumerate() {
+        for (i, (t, _)) in groups.iter().enumerate() {
             if !t.is_finite() || *t < 0.0 {
                 return Err(ModelError::Input(format!(
                     "frame {i}: timestamp {t} is not a time"
@@ -461,7 +483,7 @@ impl SmolVlmProcessor {
         let prompt = self
             .video_template
             .render(&messages, true, &self.template_vars)?;
-        let expansion = self.video_expansion(timestamps, duration);
+        let expansion = self.video_expansion(groups, duration);
         let pieces: Vec<&str> = prompt.split(VIDEO_TOKEN).collect();
         if pieces.len() != 2 {
             return Err(ModelError::Input(format!(
@@ -471,8 +493,15 @@ impl SmolVlmProcessor {
         }
         let text = format!("{}{}{}", pieces[0], expansion, pieces[1]);
         let side = self.video_cfg.max_image_size;
-        let n = timestamps.len();
-        self.finish(prompt, text, Vec::new(), [0, 3, side, side], Vec::new(), n)
+        let tokens = groups.iter().map(|(_, n)| n).sum();
+        self.finish(
+            prompt,
+            text,
+            Vec::new(),
+            [0, 3, side, side],
+            Vec::new(),
+            tokens,
+        )
     }
 
     /// The pixel values of video frames as the video processor makes them:
@@ -557,7 +586,7 @@ impl SmolVlmProcessor {
             pixel_values,
             [n_images, 3, side, side],
             grids,
-            n_images,
+            n_images * self.image_seq_len,
         )
     }
 
@@ -690,7 +719,7 @@ impl SmolVlmProcessor {
         pixel_values: Vec<f32>,
         pixel_shape: [usize; 4],
         image_grids: Vec<(usize, usize)>,
-        n_images: usize,
+        image_tokens: usize,
     ) -> Result<ProcessedInput, ModelError> {
         let input_ids = self.encode(&text)?;
         let image_token_mask: Vec<bool> = input_ids
@@ -698,10 +727,9 @@ impl SmolVlmProcessor {
             .map(|&id| id == self.image_token_id)
             .collect();
         let n_tokens = image_token_mask.iter().filter(|m| **m).count();
-        if n_tokens != n_images * self.image_seq_len {
+        if n_tokens != image_tokens {
             return Err(ModelError::Input(format!(
-                "the prompt has {n_tokens} image tokens for {n_images} images of {} tokens (an image token in the text?)",
-                self.image_seq_len
+                "the prompt has {n_tokens} image tokens where its images take {image_tokens} (an image token in the text?)"
             )));
         }
         Ok(ProcessedInput {
@@ -744,21 +772,25 @@ impl SmolVlmProcessor {
         s
     }
 
-    fn video_expansion(&self, timestamps: &[f64], duration: Option<f64>) -> String {
-        let last = *timestamps.last().unwrap_or(&0.0);
+    /// transformers' `replace_video_token`: the intro line (`int(duration)`, else `int` of the last
+    /// frame's time), then one timestamped image block per group.
+    fn video_expansion(&self, groups: &[(f64, usize)], duration: Option<f64>) -> String {
+        let last = groups.last().map_or(0.0, |(t, _)| *t);
         let seconds = duration.unwrap_or(last).trunc() as u64;
         let mut s = format!(
             "You are provided the following series of {} frames from a {} [H:MM:SS] video.\n",
-            num2words(timestamps.len() as u64),
+            num2words(groups.len() as u64),
             timedelta(seconds)
         );
-        let image = self.single_image_string();
-        for &t in timestamps {
+        for &(t, tokens) in groups {
             // Python: int(t // 60), int(t % 60).
             let minutes = (t / 60.0).floor() as u64;
             let secs = (t % 60.0).trunc() as u64;
             s.push_str(&format!("\nFrame from {minutes:02}:{secs:02}:"));
-            s.push_str(&image);
+            s.push_str(&self.fake_image_token);
+            s.push_str(&self.global_image_token);
+            s.push_str(&self.image_token.repeat(tokens));
+            s.push_str(&self.fake_image_token);
         }
         s.push_str("\n\n");
         s
