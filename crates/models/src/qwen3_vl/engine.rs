@@ -35,6 +35,14 @@ pub struct Qwen3VlEngine {
     max_frames: usize,
 }
 
+/// What [`Qwen3VlEngine`]'s prompt for a clip is made of: prompt ids, their M-RoPE positions
+/// (temporal, height, width) and the visual rows that replace the video tokens.
+struct ClipInput {
+    ids: Vec<u32>,
+    positions: [Vec<i64>; 3],
+    visual: VisualInput,
+}
+
 impl std::fmt::Debug for Qwen3VlEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Qwen3VlEngine")
@@ -165,11 +173,7 @@ impl Qwen3VlEngine {
     /// The prompt ids, their M-RoPE positions and the visual input for `prompt` about `clip`:
     /// each group is rendered as transformers renders a temporal patch, `<T seconds>` with T the
     /// mean of the patch's first and last frame times (`Qwen3VLProcessor._calculate_timestamps`).
-    fn clip_input(
-        &self,
-        clip: &Clip,
-        prompt: &str,
-    ) -> Result<(Vec<u32>, [Vec<i64>; 3], VisualInput), ModelError> {
+    fn clip_input(&self, clip: &Clip, prompt: &str) -> Result<ClipInput, ModelError> {
         if clip.groups.is_empty() {
             return Err(ModelError::Input("no frames in the clip".into()));
         }
@@ -208,7 +212,11 @@ impl Qwen3VlEngine {
         let chat = self.processor.chat_prompt(VisualKind::Video, prompt)?;
         let p = self.processor.expand(&chat, &Expansion::Video { pairs })?;
         let (pos, _) = rope_index(&p.mm_token_type_ids, &[], &grids, m)?;
-        Ok((p.ids, pos, visual))
+        Ok(ClipInput {
+            ids: p.ids,
+            positions: pos,
+            visual,
+        })
     }
 
     /// Encodes already processed video pixels into one group per temporal patch.
@@ -284,12 +292,20 @@ impl VisionLanguageModel for Qwen3VlEngine {
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
-        let (ids, pos, visual) = self.clip_input(clip, prompt)?;
+        let ClipInput {
+            ids,
+            positions: pos,
+            visual,
+        } = self.clip_input(clip, prompt)?;
         self.generate_ids(&ids, &pos, Some(&visual), params, on_text)
     }
 
     fn prompt_logits(&mut self, clip: &Clip, prompt: &str) -> Result<PromptLogits, ModelError> {
-        let (ids, pos, visual) = self.clip_input(clip, prompt)?;
+        let ClipInput {
+            ids,
+            positions: pos,
+            visual,
+        } = self.clip_input(clip, prompt)?;
         let logits = self.model.prefill(&ids, &pos, Some(&visual), true)?;
         Ok(PromptLogits { ids, logits })
     }
