@@ -19,12 +19,39 @@ pub enum ModelError {
     /// An input the model cannot take (no frames, a prompt over the context...).
     #[error("invalid input: {0}")]
     Input(String),
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    /// A tensor operation failed (shown as its first line, see [`error_line`]).
+    #[error("{}", error_line(.0))]
+    Candle(candle_core::Error),
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+}
+
+// Not `#[from]`: that would make the candle error the source too, and error chains would print
+// its full (multi-line) message after the one line.
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(e)
+    }
+}
+
+impl ModelError {
+    /// A checkpoint that does not fit the architecture, from the tensor error that showed it.
+    pub fn invalid(e: &dyn std::fmt::Display) -> Self {
+        Self::Invalid(error_line(e))
+    }
+}
+
+/// The first line of an error's message: the one place where candle's messages (which carry a
+/// backtrace when `RUST_BACKTRACE` is set) become the one-line errors every vidlm layer shows.
+///
+/// ```
+/// let e = candle_core::Error::Msg("shape mismatch\nstack backtrace: ...".into());
+/// assert_eq!(vidlm_models::error_line(&e), "shape mismatch");
+/// ```
+pub fn error_line(e: &dyn std::fmt::Display) -> String {
+    let full = e.to_string();
+    full.lines().next().unwrap_or_default().to_string()
 }
 
 /// One RGB24 frame handed to a model, with the time it shows (seconds from the start of the video).
@@ -37,7 +64,7 @@ pub struct VideoFrame {
     /// Height in pixels.
     pub height: u32,
     /// Presentation time in seconds.
-    pub timestamp: f64,
+    pub pts: f64,
 }
 
 /// The vision encoder's output for one frame (or a group of frames merged by pooling).
@@ -223,10 +250,30 @@ pub struct Generation {
     pub decode_seconds: f64,
 }
 
+/// An answer about still images, with the seconds its image steps took.
+#[derive(Debug, Clone)]
+pub struct AskOutput {
+    /// The generation.
+    pub generation: Generation,
+    /// Prompt token ids (with the image placeholders).
+    pub prompt_ids: Vec<u32>,
+    /// Seconds preprocessing the images (resize, normalize); 0 when the model does not time it
+    /// apart from generation.
+    pub preprocess_seconds: f64,
+    /// Seconds in the vision tower and connector; 0 when not timed apart from generation.
+    pub vision_seconds: f64,
+}
+
 /// A vision-language model as the pipeline drives it.
 pub trait VisionLanguageModel: Send {
     /// The model's name (hub id or directory).
     fn name(&self) -> &str;
+
+    /// The architecture family, as [`crate::Family::name`] names it ("SmolVLM2", "Qwen3-VL");
+    /// "unknown" for models outside the registry (the default).
+    fn family(&self) -> &'static str {
+        "unknown"
+    }
 
     /// The most frames (or frame groups) one prompt should carry.
     fn max_frames(&self) -> usize;
@@ -276,6 +323,32 @@ pub trait VisionLanguageModel: Send {
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError>;
+
+    /// The most still images one question may carry ([`Self::generate_images`]); 0 for a model
+    /// without an image mode (the default).
+    fn max_images(&self) -> usize {
+        0
+    }
+
+    /// Answers `prompt` about still images (each encoded at full resolution as the model's image
+    /// processor does, not as video frames); `on_text` receives the text as it is generated.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for no images or more than [`Self::max_images`], a malformed image,
+    /// or a prompt over the context; others on failed ops.
+    fn generate_images(
+        &mut self,
+        images: &[VideoFrame],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        let _ = (images, prompt, params, on_text);
+        Err(ModelError::Input(format!(
+            "{}: this model takes no still images",
+            self.name()
+        )))
+    }
 
     /// The token ids [`Self::generate`] would prefill for `prompt` about `clip`, and the logits at
     /// every position of one forward pass over them (no generation).

@@ -17,12 +17,12 @@ pub enum PipelineError {
     #[error(transparent)]
     Media(#[from] vidlm_media::MediaError),
     /// The model could not be loaded.
-    #[error("model {model}: {reason}")]
+    #[error("model {model}: {error}")]
     Load {
         /// The model directory or hub id.
         model: String,
-        /// Why, one line.
-        reason: String,
+        /// Why, with its kind (its message is one line and part of this one's).
+        error: vidlm_models::ModelError,
     },
     /// A model call failed.
     #[error("model: {0}")]

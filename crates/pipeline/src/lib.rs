@@ -42,8 +42,8 @@ mod workers;
 pub use cancel::{install_ctrlc, CancelToken};
 pub use chunking::{format_clock, merge_similar, Chunking, Segment};
 pub use config::{
-    ChunkingConfig, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig, PoolingConfig,
-    PromptConfig, SamplingConfig, WorkerConfig,
+    ChunkingConfig, DtypeChoice, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig,
+    PoolingConfig, PromptConfig, SamplingConfig, WorkerConfig,
 };
 pub use device::{DeviceChoice, CUDA_BUILD};
 pub use error::{PipelineError, Result};
@@ -52,7 +52,7 @@ pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport}
 pub use pooling::{PoolOp, Pooling};
 pub use report::{write_atomic, AskReport, OutputFormat, SamplingInfo, SummaryReport};
 pub use source::{
-    is_live_input, FrameSource, MediaOpener, SampleRequest, SourceFrame, SourceInfo, SourceOpener,
+    is_live_input, FrameSource, MediaOpener, SampleRequest, SampledFrame, SourceInfo, SourceOpener,
 };
 pub use timestamps::{answer_times, model_segments, parse_times, TimeMention, TimeSource};
 pub use workers::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};

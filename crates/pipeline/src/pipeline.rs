@@ -107,23 +107,15 @@ impl PipelineBuilder {
     }
 }
 
-/// Loads the model a [`crate::ModelConfig`] names.
+/// Loads the model a [`crate::ModelConfig`] names, through the model crate's registry
+/// ([`vidlm_models::load_model`]) with [`crate::ModelConfig::load_options`].
 ///
 /// # Errors
-/// [`PipelineError::Load`] with the model crate's one-line reason.
+/// [`PipelineError::Load`] naming the model, with the model crate's error.
 pub fn load_model(cfg: &crate::ModelConfig) -> Result<Box<dyn VisionLanguageModel>> {
-    let opts = vidlm_models::LoadOptions {
-        threads: cfg.threads,
-        max_frames: cfg.max_frames,
-        device: cfg.device.device(),
-        ..Default::default()
-    };
-    vidlm_models::load_model(&cfg.id, &opts).map_err(|e| {
-        // candle may append a backtrace to its messages; errors here are one line.
-        PipelineError::Load {
-            model: cfg.id.clone(),
-            reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-        }
+    vidlm_models::load_model(&cfg.id, &cfg.load_options()).map_err(|error| PipelineError::Load {
+        model: cfg.id.clone(),
+        error,
     })
 }
 

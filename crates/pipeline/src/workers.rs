@@ -18,7 +18,7 @@ use vidlm_models::{Clip, Generation, VideoFrame, VisionLanguageModel, VisualToke
 use crate::chunking::{format_clock, merge_similar, words, Chunker, Plan, RawChunk, Segment};
 use crate::error::panic_message;
 use crate::metrics::{JobTimings, Metrics, Stage};
-use crate::source::{expected_frames, SampleRequest, SourceFrame, SourceInfo, SourceOpener};
+use crate::source::{expected_frames, SampleRequest, SampledFrame, SourceInfo, SourceOpener};
 use crate::timestamps::model_segments;
 use crate::{CancelToken, PipelineConfig, PipelineError, Result};
 
@@ -271,7 +271,7 @@ impl Graph<'_> {
         let mut pre_txs = Vec::with_capacity(w.preprocess);
         let mut pre_rxs = Vec::with_capacity(w.preprocess);
         for _ in 0..w.preprocess {
-            let (tx, rx) = bounded::<Msg<SourceFrame>>(w.queue);
+            let (tx, rx) = bounded::<Msg<SampledFrame>>(w.queue);
             pre_txs.push(tx);
             pre_rxs.push(rx);
         }
@@ -319,13 +319,13 @@ impl Graph<'_> {
         &self,
         jobs: &[JobSpec],
         job_rx: Receiver<usize>,
-        out: Vec<Sender<Msg<SourceFrame>>>,
+        out: Vec<Sender<Msg<SampledFrame>>>,
     ) {
         let sampling = &self.config.sampling;
         let size = sampling
             .size
             .as_deref()
-            .and_then(|s| crate::source::parse_size(s).ok());
+            .and_then(|s| vidlm_media::parse_size(s).ok());
         for job in job_rx {
             if self.cancel.is_cancelled() {
                 break;
@@ -410,7 +410,7 @@ impl Graph<'_> {
         rx
     }
 
-    fn preprocess_worker(&self, rx: Receiver<Msg<SourceFrame>>, tx: Sender<Msg<Prepped>>) {
+    fn preprocess_worker(&self, rx: Receiver<Msg<SampledFrame>>, tx: Sender<Msg<Prepped>>) {
         let rx = self.barrier(rx);
         // Per job: the scene detector holding the previous frame's luma thumbnail.
         let mut thumbs: HashMap<usize, vidlm_media::SceneDetector> = HashMap::new();
@@ -429,7 +429,7 @@ impl Graph<'_> {
                         rgb: item.rgb,
                         width: item.width,
                         height: item.height,
-                        timestamp: item.pts,
+                        pts: item.pts,
                     };
                     self.metrics
                         .add_time(Stage::Preprocess, Some(job), t0.elapsed());
@@ -758,8 +758,8 @@ impl Graph<'_> {
         }
         // Times are ours by construction, whatever the model copied.
         for (t, f) in tokens.iter_mut().zip(frames.chunks(fpg)) {
-            t.start = f[0].timestamp;
-            t.end = f[f.len() - 1].timestamp;
+            t.start = f[0].pts;
+            t.end = f[f.len() - 1].pts;
         }
         self.metrics.add_encoded(frames.len() as u64);
         Ok(tokens)

@@ -14,7 +14,7 @@ use vidlm_models::{
 };
 use vidlm_pipeline::{
     CancelToken, Chunking, Event, FrameSource, JobOutcome, JobOutput, JobSpec, Pipeline,
-    PipelineConfig, PipelineError, SampleRequest, SourceFrame, SourceInfo, SourceOpener,
+    PipelineConfig, PipelineError, SampleRequest, SampledFrame, SourceInfo, SourceOpener,
 };
 
 /// Shared observations of the test model and source.
@@ -84,8 +84,8 @@ impl VisionLanguageModel for TestModel {
                     embeddings: Tensor::from_vec(data, (4, 3), &Device::Cpu)?,
                     grid_h: 2,
                     grid_w: 2,
-                    start: f.timestamp,
-                    end: f.timestamp,
+                    start: f.pts,
+                    end: f.pts,
                 })
             })
             .collect()
@@ -222,7 +222,7 @@ impl FrameSource for TestSource {
         &self.info
     }
 
-    fn next_frame(&mut self) -> Option<Result<SourceFrame, PipelineError>> {
+    fn next_frame(&mut self) -> Option<Result<SampledFrame, PipelineError>> {
         std::thread::sleep(self.delay);
         if Some(self.next) == self.fail_at {
             return Some(Err(PipelineError::Input {
@@ -235,11 +235,13 @@ impl FrameSource for TestSource {
         self.probe.frames_yielded.fetch_add(1, Ordering::SeqCst);
         // The colour changes every 4 seconds, so chunks see different frames.
         let v = ((t / 4.0).floor() as u32 * 40 % 256) as u8;
-        Some(Ok(SourceFrame {
+        Some(Ok(SampledFrame {
             rgb: vec![v; (self.width * 4 * 3) as usize],
             width: self.width,
             height: 4,
             pts: t,
+            index: Some(self.next as u64 - 1),
+            keyframe: false,
         }))
     }
 }

@@ -306,17 +306,6 @@ pub struct Prompt {
     pub mm_token_type_ids: Vec<u8>,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
 fn pixel_config(v: serde_json::Value, path: &Path) -> Result<PixelConfig, ModelError> {
     serde_json::from_value(v).map_err(|e| ModelError::File {
         path: path.to_path_buf(),
@@ -334,23 +323,32 @@ impl Processor {
     /// [`ModelError::File`] for a missing or malformed file, [`ModelError::Tokenizer`] when the
     /// tokenizer lacks `<|image_pad|>`/`<|video_pad|>`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        Self::from_checkpoint(&crate::Checkpoint::new(dir))
+    }
+
+    /// [`Self::load`] from a [`crate::Checkpoint`] (its JSON files read once for the whole load).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(ckpt: &crate::Checkpoint) -> Result<Self, ModelError> {
+        let dir = ckpt.dir();
         let tk_path = dir.join("tokenizer.json");
         let tokenizer =
             tokenizers::Tokenizer::from_file(&tk_path).map_err(|e| ModelError::File {
                 path: tk_path.clone(),
                 reason: e.to_string(),
             })?;
-        let source = crate::chat_template::find_chat_template(dir)?.ok_or_else(|| ModelError::File {
+        let source = ckpt.chat_template()?.ok_or_else(|| ModelError::File {
             path: dir.join("chat_template.jinja"),
-            reason: "no chat template (chat_template.jinja, chat_template.json, processor_config.json \
+            reason:
+                "no chat template (chat_template.jinja, chat_template.json, processor_config.json \
                      or tokenizer_config.json)"
-                .into(),
+                    .into(),
         })?;
         let chat_template = crate::chat_template::ChatTemplate::new(&source)?;
         let (mut image, mut video) = (None, None);
         let pc = dir.join("processor_config.json");
-        if pc.exists() {
-            let v = read_json(&pc)?;
+        if let Some(v) = ckpt.json("processor_config.json")? {
             if let Some(s) = v.get("image_processor") {
                 image = Some(pixel_config(s.clone(), &pc)?);
             }
@@ -359,12 +357,16 @@ impl Processor {
             }
         }
         let pp = dir.join("preprocessor_config.json");
-        if image.is_none() && pp.exists() {
-            image = Some(pixel_config(read_json(&pp)?, &pp)?);
+        if image.is_none() {
+            if let Some(v) = ckpt.json("preprocessor_config.json")? {
+                image = Some(pixel_config(v, &pp)?);
+            }
         }
         let vp = dir.join("video_preprocessor_config.json");
-        if video.is_none() && vp.exists() {
-            video = Some(pixel_config(read_json(&vp)?, &vp)?);
+        if video.is_none() {
+            if let Some(v) = ckpt.json("video_preprocessor_config.json")? {
+                video = Some(pixel_config(v, &vp)?);
+            }
         }
         let image = image.ok_or_else(|| ModelError::File {
             path: pp.clone(),
@@ -506,7 +508,7 @@ impl Processor {
         )?;
         let mut list: Vec<(Vec<u8>, f64)> = frames
             .iter()
-            .map(|f| (resize_bicubic(&f.rgb, w, h, nw, nh), f.timestamp))
+            .map(|f| (resize_bicubic(&f.rgb, w, h, nw, nh), f.pts))
             .collect();
         while list.len() % tp != 0 {
             let last = list.last().cloned().expect("non-empty");
@@ -551,7 +553,7 @@ impl Processor {
         Ok(PixelInput {
             pixels,
             grid,
-            pair_times: vec![frame.timestamp],
+            pair_times: vec![frame.pts],
         })
     }
 }

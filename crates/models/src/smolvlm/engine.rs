@@ -12,44 +12,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 use super::processor::{ProcessedInput, SmolVlmProcessor};
 use super::SmolVlm;
 use crate::generation::decode_loop;
 use crate::{
-    Clip, Generation, GenerationParams, ModelError, PromptLogits, VideoFrame, VisionLanguageModel,
-    VisualTokens,
+    AskOutput, Checkpoint, Clip, Generation, GenerationParams, LoadOptions, ModelError,
+    PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
 };
-
-/// How to load a model.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// Dtype of weights and activations (f32 on CPU; bf16/f16 for accelerators).
-    pub dtype: DType,
-    /// Where the model runs.
-    pub device: Device,
-    /// CPU threads for the matmuls (None: all cores, or `RAYON_NUM_THREADS`).
-    pub threads: Option<usize>,
-    /// Most frames per prompt (None: the checkpoint's video `max_frames`, else 64).
-    pub max_frames: Option<usize>,
-    /// Frames encoded per vision batch (1 by default: batching gained nothing on CPU here -- the
-    /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core
-    /// machine; larger batches suit a GPU).
-    pub vision_batch: usize,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            dtype: DType::F32,
-            device: Device::Cpu,
-            threads: None,
-            max_frames: None,
-            vision_batch: 1,
-        }
-    }
-}
 
 /// A loaded SmolVLM ready to answer: weights, tokenizer and processor.
 pub struct SmolVlmEngine {
@@ -76,19 +47,6 @@ impl std::fmt::Debug for SmolVlmEngine {
     }
 }
 
-/// Timings and sizes of one [`SmolVlmEngine::ask`].
-#[derive(Debug, Clone)]
-pub struct AskOutput {
-    /// The generation.
-    pub generation: Generation,
-    /// Prompt token ids (with the `<image>` placeholders).
-    pub prompt_ids: Vec<u32>,
-    /// Seconds preprocessing the frames (resize, normalize).
-    pub preprocess_seconds: f64,
-    /// Seconds in the vision tower and connector.
-    pub vision_seconds: f64,
-}
-
 impl SmolVlmEngine {
     /// Loads a model from a local directory or hub id (see [`crate::hub::resolve`]).
     ///
@@ -96,12 +54,23 @@ impl SmolVlmEngine {
     /// [`ModelError::File`] / [`ModelError::Invalid`] for missing files, unknown model_type,
     /// missing or misshapen tensors (naming file and tensor), unreachable hub.
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, ModelError> {
-        if let Some(n) = opts.threads {
-            crate::generation::set_threads(n);
-        }
-        let dir = crate::hub::resolve(spec)?;
-        let model = SmolVlm::load(&dir, opts.dtype, &opts.device)?;
-        let processor = SmolVlmProcessor::from_dir(&dir)?;
+        Self::from_checkpoint(spec, &Checkpoint::open(spec)?, opts)
+    }
+
+    /// [`Self::load`] from an opened [`Checkpoint`], named `name` (what [`crate::load_model`]
+    /// calls for model_type `smolvlm`).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(
+        name: &str,
+        ckpt: &Checkpoint,
+        opts: &LoadOptions,
+    ) -> Result<Self, ModelError> {
+        opts.apply_threads();
+        let dir = ckpt.dir().to_path_buf();
+        let model = SmolVlm::from_checkpoint(ckpt, opts.dtype, &opts.device)?;
+        let processor = SmolVlmProcessor::from_checkpoint(ckpt)?;
         if processor.image_token_id() != model.config.image_token_id {
             return Err(ModelError::Invalid(format!(
                 "{}: image_token_id {} differs from the tokenizer's <image> id {}",
@@ -116,7 +85,7 @@ impl SmolVlmEngine {
             .text_config
             .eos_ids()
             .into_iter()
-            .chain(crate::generation::generation_config_eos(&dir))
+            .chain(ckpt.generation_eos_ids()?)
         {
             if !stop_ids.contains(&id) {
                 stop_ids.push(id);
@@ -124,10 +93,10 @@ impl SmolVlmEngine {
         }
         let max_frames = opts
             .max_frames
-            .unwrap_or_else(|| video_max_frames(&dir).unwrap_or(64))
+            .unwrap_or_else(|| video_max_frames(ckpt).unwrap_or(64))
             .max(1);
         Ok(Self {
-            name: spec.to_string(),
+            name: name.to_string(),
             dir,
             model,
             processor,
@@ -364,10 +333,9 @@ impl SmolVlmEngine {
 
 /// The video processor's frame budget: `video_sampling.max_frames` of `processor_config.json`'s
 /// `video_processor` (transformers 5) or of `preprocessor_config.json` (4.x).
-fn video_max_frames(dir: &Path) -> Option<usize> {
-    let read = |f: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).ok()?).ok()
-    };
+fn video_max_frames(ckpt: &Checkpoint) -> Option<usize> {
+    // An unreadable optional file only loses this default; the processor reports it.
+    let read = |f: &str| ckpt.json(f).ok().flatten();
     let from = |v: &serde_json::Value| {
         v.pointer("/video_sampling/max_frames")
             .and_then(|x| x.as_u64())
@@ -386,6 +354,25 @@ fn video_max_frames(dir: &Path) -> Option<usize> {
 impl VisionLanguageModel for SmolVlmEngine {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn family(&self) -> &'static str {
+        "SmolVLM2"
+    }
+
+    fn max_images(&self) -> usize {
+        // Each image becomes its tiles plus a global view; the context is the only limit.
+        usize::MAX
+    }
+
+    fn generate_images(
+        &mut self,
+        images: &[VideoFrame],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        self.ask_images(images, prompt, params, on_text)
     }
 
     fn max_frames(&self) -> usize {
@@ -408,8 +395,8 @@ impl VisionLanguageModel for SmolVlmEngine {
                     embeddings: feats.get(i)?,
                     grid_h: side,
                     grid_w: n / side.max(1),
-                    start: f.timestamp,
-                    end: f.timestamp,
+                    start: f.pts,
+                    end: f.pts,
                 })
             })
             .collect()
@@ -431,30 +418,4 @@ impl VisionLanguageModel for SmolVlmEngine {
         let logits = self.prefill(&ids, Some(&feats), true)?;
         Ok(PromptLogits { ids, logits })
     }
-}
-
-/// Loads the model `spec` names (a local directory or a hub id) as a [`VisionLanguageModel`]:
-/// SmolVLM (`model_type` "smolvlm") or Qwen3-VL ("qwen3_vl"), as config.json says.
-///
-/// # Errors
-/// [`ModelError::File`] for a missing directory/file or an unreachable hub (one line with the
-/// download command), [`ModelError::Invalid`] for an unknown model_type or a missing/misshapen
-/// tensor.
-///
-/// ```no_run
-/// let opts = vidlm_models::LoadOptions::default();
-/// let model = vidlm_models::load_model("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", &opts)?;
-/// println!("{} takes up to {} frames", model.name(), model.max_frames());
-/// # Ok::<(), vidlm_models::ModelError>(())
-/// ```
-pub fn load_model(
-    spec: &str,
-    opts: &LoadOptions,
-) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
-    // Qwen3-VL (model_type "qwen3_vl") has its own engine; everything else goes to SmolVLM's
-    // loader, which names an unknown model_type in its error.
-    if crate::qwen3_vl::is_qwen3_vl(&crate::hub::resolve(spec)?) {
-        return Ok(Box::new(crate::qwen3_vl::Qwen3VlEngine::load(spec, opts)?));
-    }
-    Ok(Box::new(SmolVlmEngine::load(spec, opts)?))
 }
