@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::chunking::Segment;
-use crate::workers::{Event, JobOutput, JobSpec, Task};
+use crate::job::{Event, JobOutput, JobSpec, Task};
 use crate::{JobOutcome, Pipeline, PipelineError, Result};
 
 /// One manifest item.

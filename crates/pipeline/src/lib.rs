@@ -31,13 +31,15 @@ mod chunking;
 mod config;
 mod device;
 mod error;
+mod graph;
+mod job;
 mod metrics;
 mod pipeline;
 mod pooling;
 mod report;
 mod source;
+mod stages;
 mod timestamps;
-mod workers;
 
 pub use cancel::{install_ctrlc, CancelToken};
 pub use chunking::{format_clock, merge_similar, Chunking, Segment};
@@ -47,6 +49,7 @@ pub use config::{
 };
 pub use device::{DeviceChoice, CUDA_BUILD};
 pub use error::{PipelineError, Result};
+pub use job::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
 pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, StageSeconds};
 pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};
 pub use pooling::{PoolOp, Pooling};
@@ -55,4 +58,3 @@ pub use source::{
     is_live_input, FrameSource, MediaOpener, SampleRequest, SampledFrame, SourceInfo, SourceOpener,
 };
 pub use timestamps::{answer_times, model_segments, parse_times, TimeMention, TimeSource};
-pub use workers::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use vidlm_models::VisionLanguageModel;
 
+use crate::graph::Graph;
+use crate::job::{Event, JobOutput, JobSpec};
 use crate::metrics::{Metrics, MetricsReport};
 use crate::report::{AskReport, SamplingInfo, SummaryReport};
 use crate::source::SourceOpener;
-use crate::workers::{Event, Graph, JobOutput, JobSpec};
 use crate::{CancelToken, PipelineConfig, PipelineError, Result};
 
 /// Builds a [`Pipeline`].

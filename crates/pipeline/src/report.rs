@@ -7,8 +7,8 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::chunking::{format_clock, format_subtitle_time, Segment};
+use crate::job::{TimeRange, Usage};
 use crate::metrics::JobTimings;
-use crate::workers::{TimeRange, Usage};
 use crate::{PipelineError, Result};
 
 /// How the frames were chosen and grouped, as recorded in the output.
