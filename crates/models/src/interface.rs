@@ -67,6 +67,51 @@ pub struct VideoFrame {
     pub pts: f64,
 }
 
+/// One frame after a model's pixel step (resize, rescale, normalize): what its vision encoder
+/// takes, made apart from the encoder (on the pipeline's preprocess threads) by a [`PixelStep`].
+#[derive(Debug, Clone)]
+pub struct FramePixels {
+    /// Presentation time of the frame, seconds.
+    pub pts: f64,
+    /// The values.
+    pub data: PixelData,
+}
+
+/// The values of [`FramePixels`], in the form the family's encoder continues from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PixelData {
+    /// Rescaled and normalized planes, `[channels, height, width]` row-major (SmolVLM2).
+    Planes {
+        /// `channels * height * width` values.
+        values: Vec<f32>,
+        /// `[channels, height, width]`.
+        shape: [usize; 3],
+    },
+    /// Resized packed RGB24, rescaled and normalized later with the patching (Qwen3-VL, whose
+    /// patches span frame pairs).
+    Rgb {
+        /// `width * height * 3` bytes.
+        rgb: Vec<u8>,
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+    },
+}
+
+/// A model's pixel step on its own: shareable across threads, so frames are resized and
+/// normalized outside the lock that serializes the encoder. What
+/// [`VisionLanguageModel::pixel_step`] hands out; [`VisionLanguageModel::encode_frame_pixels`] takes
+/// its output.
+pub trait PixelStep: Send + Sync {
+    /// `frame`'s pixels, for a clip of `clip_frames` frames (models whose resize depends on the
+    /// frame count, as Qwen3-VL's pixel budget does, size it for the whole clip).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for a malformed frame (size and buffer disagree).
+    fn pixels(&self, frame: &VideoFrame, clip_frames: usize) -> Result<FramePixels, ModelError>;
+}
+
 /// The vision encoder's output for one frame (or a group of frames merged by pooling).
 #[derive(Debug, Clone)]
 pub struct VisualTokens {
@@ -310,6 +355,32 @@ pub trait VisionLanguageModel: Send {
         self.encode_frames(frames)
     }
 
+    /// The model's pixel step as a thread-safe object, when it has one that runs apart from the
+    /// encoder (`None`, the default: [`Self::encode_clip_frames`] does everything; also `None`
+    /// where the encoder preprocesses on the GPU itself).
+    fn pixel_step(&self) -> Option<std::sync::Arc<dyn PixelStep>> {
+        None
+    }
+
+    /// Encodes frames already through [`Self::pixel_step`], as [`Self::encode_clip_frames`]
+    /// encodes the frames they came from (the same tokens): `frames.len().div_ceil(
+    /// frames_per_group())` groups, for a clip of `clip_frames` frames.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for pixels of another shape than the step makes, or from a model
+    /// without a pixel step (the default); [`ModelError::Candle`] on a failed op.
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        let _ = (frames, clip_frames);
+        Err(ModelError::Input(format!(
+            "{}: this model has no separate pixel step",
+            self.name()
+        )))
+    }
+
     /// Answers `prompt` about a clip (visual token groups with their times, and the video's
     /// duration and frame rate). `on_text` is called with each new piece of decoded text as it is
     /// generated.
@@ -323,6 +394,13 @@ pub trait VisionLanguageModel: Send {
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError>;
+
+    /// Whether [`Self::generate`] takes a clip without frames (a text-only prompt, as the summary
+    /// of chunk descriptions is); callers give models that do not one frame per chunk instead.
+    /// False by default: the SmolVLM2 and Qwen3-VL prompts are built around their frames.
+    fn accepts_text_only(&self) -> bool {
+        false
+    }
 
     /// The most still images one question may carry ([`Self::generate_images`]); 0 for a model
     /// without an image mode (the default).

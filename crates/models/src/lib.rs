@@ -4,6 +4,8 @@
 //! vision half turns frames into [`VisualTokens`] (one group per frame or frame group, with its time
 //! range), the pooling stage may merge groups, and the language half answers a prompt over them.
 
+#![warn(missing_docs)]
+
 pub mod chat_template;
 mod checkpoint;
 pub mod cpu_ops;
@@ -19,7 +21,8 @@ pub mod smolvlm;
 
 pub use checkpoint::{Checkpoint, Tensors};
 pub use interface::{
-    error_line, AskOutput, Clip, FinishReason, Generation, GenerationParams, ModelError,
-    PromptLogits, StopFlag, VideoFrame, VisionLanguageModel, VisualTokens,
+    error_line, AskOutput, Clip, FinishReason, FramePixels, Generation, GenerationParams,
+    ModelError, PixelData, PixelStep, PromptLogits, StopFlag, VideoFrame, VisionLanguageModel,
+    VisualTokens,
 };
 pub use load::{load_model, Family, LoadOptions, FAMILIES};

@@ -336,7 +336,13 @@ pub fn run_batch(
             Event::Failed { job, error } => {
                 let id = &todo[*job].id;
                 (
-                    json!({"id": id, "status": "error", "input": jobs[*job].input, "error": error}),
+                    json!({
+                        "id": id,
+                        "status": "error",
+                        "input": jobs[*job].input,
+                        "error": error.to_string(),
+                        "error_kind": error.kind(),
+                    }),
                     BatchProgress::ItemDone {
                         id: id.clone(),
                         ok: false,

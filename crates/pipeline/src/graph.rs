@@ -17,7 +17,7 @@ use crate::job::{Event, JobSpec};
 use crate::metrics::Metrics;
 use crate::source::{expected_frames, SampledFrame, SourceInfo, SourceOpener};
 use crate::stages::{ChunkMsg, Encoded, Prepped};
-use crate::{CancelToken, PipelineConfig, PipelineError};
+use crate::{CancelToken, JobError, PipelineConfig, PipelineError};
 
 /// A message between stages; `T` is the stage's payload.
 pub(crate) enum Msg<T> {
@@ -26,10 +26,20 @@ pub(crate) enum Msg<T> {
         info: SourceInfo,
         plan: JobPlan,
     },
-    Item { job: usize, item: T },
-    End { job: usize },
-    Failed { job: usize, error: String },
-    Cancelled { job: usize },
+    Item {
+        job: usize,
+        item: T,
+    },
+    End {
+        job: usize,
+    },
+    Failed {
+        job: usize,
+        error: JobError,
+    },
+    Cancelled {
+        job: usize,
+    },
 }
 
 impl<T> Msg<T> {
@@ -191,16 +201,9 @@ pub(crate) fn no_frames(input: &str) -> PipelineError {
     }
 }
 
-/// An error message that names the input (media errors already do).
-pub(crate) fn with_input(input: &str, e: &dyn std::fmt::Display) -> String {
-    // One line: candle may append a backtrace to its messages.
-    let full = e.to_string();
-    let s = full.lines().next().unwrap_or_default().to_string();
-    if s.starts_with(input) {
-        s
-    } else {
-        format!("{input}: {s}")
-    }
+/// A stage's error as the job's failure, naming its input.
+pub(crate) fn with_input(input: &str, e: impl Into<PipelineError>) -> JobError {
+    JobError::new(input, e)
 }
 
 /// Frames one prompt of `plan` will carry (the whole clip, or one chunk or window at the sampling

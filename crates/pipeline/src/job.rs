@@ -6,6 +6,7 @@ use vidlm_models::Generation;
 use crate::chunking::Segment;
 use crate::metrics::JobTimings;
 use crate::source::SourceInfo;
+use crate::JobError;
 
 /// What a job asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +179,7 @@ pub enum Event {
     Failed {
         /// Job index.
         job: usize,
-        /// One-line reason naming the input.
-        error: String,
+        /// What failed, with its kind; displayed as one line naming the input.
+        error: JobError,
     },
 }

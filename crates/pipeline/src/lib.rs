@@ -25,6 +25,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod batch;
 mod cancel;
 mod chunking;
@@ -48,7 +50,7 @@ pub use config::{
     PoolingConfig, PromptConfig, SamplingConfig, WorkerConfig,
 };
 pub use device::{DeviceChoice, CUDA_BUILD};
-pub use error::{PipelineError, Result};
+pub use error::{ErrorKind, JobError, PipelineError, Result};
 pub use job::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
 pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, StageSeconds};
 pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};

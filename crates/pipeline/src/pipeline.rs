@@ -11,7 +11,7 @@ use crate::job::{Event, JobOutput, JobSpec};
 use crate::metrics::{Metrics, MetricsReport};
 use crate::report::{AskReport, SamplingInfo, SummaryReport};
 use crate::source::SourceOpener;
-use crate::{CancelToken, PipelineConfig, PipelineError, Result};
+use crate::{CancelToken, JobError, PipelineConfig, PipelineError, Result};
 
 /// Builds a [`Pipeline`].
 ///
@@ -137,8 +137,8 @@ pub struct Pipeline {
 pub enum JobOutcome {
     /// It finished.
     Finished(JobOutput),
-    /// It failed with this one-line reason.
-    Failed(String),
+    /// It failed (one line naming the input when displayed; the kind with [`JobError::kind`]).
+    Failed(JobError),
     /// The run was cancelled before it finished.
     Cancelled,
 }
@@ -330,20 +330,8 @@ impl Pipeline {
         let report = self.run(std::slice::from_ref(&job), on_event);
         match report.outcomes.into_iter().next() {
             Some(JobOutcome::Finished(out)) => Ok(out),
-            Some(JobOutcome::Failed(reason)) => Err(PipelineError::Input {
-                reason: strip_prefix(&reason, &job.input),
-                input: job.input,
-            }),
+            Some(JobOutcome::Failed(e)) => Err(PipelineError::Job(e)),
             _ => Err(PipelineError::Cancelled),
         }
     }
-}
-
-/// Error strings from the stages start with the input; drop it when the caller re-adds it.
-fn strip_prefix(reason: &str, input: &str) -> String {
-    reason
-        .strip_prefix(input)
-        .and_then(|r| r.strip_prefix(": "))
-        .unwrap_or(reason)
-        .to_string()
 }

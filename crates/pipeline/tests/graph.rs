@@ -13,7 +13,7 @@ use vidlm_models::{
     VisualTokens,
 };
 use vidlm_pipeline::{
-    CancelToken, Chunking, Event, FrameSource, JobOutcome, JobOutput, JobSpec, Pipeline,
+    CancelToken, Chunking, ErrorKind, Event, FrameSource, JobOutcome, JobOutput, JobSpec, Pipeline,
     PipelineConfig, PipelineError, SampleRequest, SampledFrame, SourceInfo, SourceOpener,
 };
 
@@ -49,6 +49,10 @@ struct TestModel {
 impl VisionLanguageModel for TestModel {
     fn name(&self) -> &str {
         "test-model"
+    }
+
+    fn accepts_text_only(&self) -> bool {
+        true
     }
 
     fn max_frames(&self) -> usize {
@@ -463,17 +467,20 @@ fn one_bad_video_never_stops_the_others() {
     let o = &report.outcomes;
     summary(&o[0]);
     assert!(
-        matches!(&o[1], JobOutcome::Failed(e) if e == "missing: no such file"),
+        matches!(&o[1], JobOutcome::Failed(e)
+            if e.to_string() == "missing: no such file" && e.kind() == ErrorKind::Input),
         "{:?}",
         o[1]
     );
     assert!(
-        matches!(&o[2], JobOutcome::Failed(e) if e.contains("corrupt packet at frame 3")),
+        matches!(&o[2], JobOutcome::Failed(e)
+            if e.to_string().contains("corrupt packet at frame 3") && e.kind() == ErrorKind::Input),
         "{:?}",
         o[2]
     );
     assert!(
-        matches!(&o[3], JobOutcome::Failed(e) if e.contains("poisoned frame")),
+        matches!(&o[3], JobOutcome::Failed(e)
+            if e.to_string().contains("poisoned frame") && e.kind() == ErrorKind::Model),
         "{:?}",
         o[3]
     );

@@ -10,6 +10,7 @@
 //! `int(duration)` of the video), the last group's `end` only when the duration is unknown.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -18,8 +19,8 @@ use super::processor::{ProcessedInput, SmolVlmProcessor};
 use super::SmolVlm;
 use crate::generation::decode_loop;
 use crate::{
-    AskOutput, Checkpoint, Clip, Generation, GenerationParams, LoadOptions, ModelError,
-    PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
+    AskOutput, Checkpoint, Clip, FramePixels, Generation, GenerationParams, LoadOptions,
+    ModelError, PixelData, PixelStep, PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
 };
 
 /// A loaded SmolVLM ready to answer: weights, tokenizer and processor.
@@ -29,7 +30,7 @@ pub struct SmolVlmEngine {
     /// The weights.
     pub model: SmolVlm,
     /// The processor (prompt text, token ids, pixel values).
-    pub processor: SmolVlmProcessor,
+    pub processor: Arc<SmolVlmProcessor>,
     stop_ids: Vec<u32>,
     max_frames: usize,
     vision_batch: usize,
@@ -99,7 +100,7 @@ impl SmolVlmEngine {
             name: name.to_string(),
             dir,
             model,
-            processor,
+            processor: Arc::new(processor),
             stop_ids,
             max_frames,
             vision_batch: opts.vision_batch.max(1),
@@ -142,6 +143,25 @@ impl SmolVlmEngine {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
         self.processor.tokenizer()
+    }
+
+    /// One [`VisualTokens`] group per frame of `pixels` (`[n, 3, S, S]`), stamped with `pts`.
+    fn frame_tokens(&self, pixels: &Tensor, pts: &[f64]) -> Result<Vec<VisualTokens>, ModelError> {
+        let feats = self.encode_pixels(pixels)?;
+        let (_, n, _) = feats.dims3()?;
+        let side = (n as f64).sqrt().round() as usize;
+        pts.iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                Ok(VisualTokens {
+                    embeddings: feats.get(i)?,
+                    grid_h: side,
+                    grid_w: n / side.max(1),
+                    start: t,
+                    end: t,
+                })
+            })
+            .collect()
     }
 
     /// Runs pixel values `[n, 3, S, S]` through the vision tower and connector in batches:
@@ -384,22 +404,48 @@ impl VisionLanguageModel for SmolVlmEngine {
             return Ok(Vec::new());
         }
         let pixels = self.video_pixels(frames)?;
-        let feats = self.encode_pixels(&pixels)?;
-        let (_, n, _) = feats.dims3()?;
-        let side = (n as f64).sqrt().round() as usize;
-        frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                Ok(VisualTokens {
-                    embeddings: feats.get(i)?,
-                    grid_h: side,
-                    grid_w: n / side.max(1),
-                    start: f.pts,
-                    end: f.pts,
-                })
-            })
-            .collect()
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.frame_tokens(&pixels, &pts)
+    }
+
+    fn pixel_step(&self) -> Option<Arc<dyn PixelStep>> {
+        // On CUDA the encoder preprocesses on the device itself (our kernels).
+        if !self.model.vision_device().is_cpu() {
+            return None;
+        }
+        Some(self.processor.clone())
+    }
+
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        _clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let side = self.processor.video_config().max_image_size;
+        let mut values = Vec::with_capacity(frames.len() * 3 * side * side);
+        for (i, f) in frames.iter().enumerate() {
+            match &f.data {
+                PixelData::Planes { values: v, shape } if *shape == [3, side, side] => {
+                    values.extend_from_slice(v)
+                }
+                other => {
+                    return Err(ModelError::Input(format!(
+                        "frame {i}: pixels {} are not this model's [3, {side}, {side}] planes",
+                        pixel_kind(other)
+                    )))
+                }
+            }
+        }
+        let pixels = Tensor::from_vec(
+            values,
+            (frames.len(), 3, side, side),
+            self.model.vision_device(),
+        )?;
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.frame_tokens(&pixels, &pts)
     }
 
     fn generate(
@@ -417,5 +463,13 @@ impl VisionLanguageModel for SmolVlmEngine {
         let (ids, feats) = self.clip_input(clip, prompt)?;
         let logits = self.prefill(&ids, Some(&feats), true)?;
         Ok(PromptLogits { ids, logits })
+    }
+}
+
+/// How pixels of another form are named in errors.
+pub(crate) fn pixel_kind(d: &PixelData) -> String {
+    match d {
+        PixelData::Planes { shape, .. } => format!("planes {shape:?}"),
+        PixelData::Rgb { width, height, .. } => format!("RGB {width}x{height}"),
     }
 }

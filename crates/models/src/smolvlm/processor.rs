@@ -30,7 +30,7 @@ use tokenizers::Tokenizer;
 use vidlm_kernels::preprocess::{resize_rgb24, Filter};
 
 use crate::chat_template::ChatTemplate;
-use crate::Checkpoint;
+use crate::{Checkpoint, FramePixels, PixelData, PixelStep};
 use crate::{ModelError, VideoFrame};
 
 /// transformers' chat template for SmolVLM conversations that hold a video
@@ -537,6 +537,25 @@ impl SmolVlmProcessor {
             normalize_into(&rgb, &self.video_cfg, &mut pixel_values);
         }
         Ok((pixel_values, [frames.len(), 3, side, side]))
+    }
+
+    /// One video frame's pixel values as [`Self::video_pixels`] makes them, `[3, S, S]`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for a malformed frame.
+    pub fn video_frame_values(&self, frame: &VideoFrame) -> Result<FramePixels, ModelError> {
+        check_frame(frame, 0)?;
+        let side = self.video_cfg.max_image_size;
+        let mut values = Vec::with_capacity(3 * side * side);
+        let rgb = self.video_frame_pixels(frame)?;
+        normalize_into(&rgb, &self.video_cfg, &mut values);
+        Ok(FramePixels {
+            pts: frame.pts,
+            data: PixelData::Planes {
+                values,
+                shape: [3, side, side],
+            },
+        })
     }
 
     /// An image prompt: `images` (their `timestamp` is ignored) then `question`, as one user turn
@@ -1137,6 +1156,14 @@ fn image_seq_len_from_config(ckpt: &Checkpoint) -> Result<Option<usize>, ModelEr
             _ => None,
         },
     )
+}
+
+/// The video pixel step (each frame resized to the encoder's square and normalized on its own),
+/// run by the pipeline's preprocess threads.
+impl PixelStep for SmolVlmProcessor {
+    fn pixels(&self, frame: &VideoFrame, _clip_frames: usize) -> Result<FramePixels, ModelError> {
+        self.video_frame_values(frame)
+    }
 }
 
 #[cfg(test)]

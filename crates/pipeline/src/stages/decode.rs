@@ -47,7 +47,7 @@ impl Graph<'_> {
                 Err(e) => {
                     let _ = tx.send(Msg::Failed {
                         job,
-                        error: with_input(&spec.input, &e),
+                        error: with_input(&spec.input, e),
                     });
                     continue;
                 }
@@ -76,7 +76,7 @@ impl Graph<'_> {
                     None => Msg::End { job },
                     Some(Err(e)) => Msg::Failed {
                         job,
-                        error: with_input(&spec.input, &e),
+                        error: with_input(&spec.input, e),
                     },
                     Some(Ok(frame)) => {
                         self.metrics.add_sampled(1);

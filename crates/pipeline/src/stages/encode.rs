@@ -101,7 +101,7 @@ impl Graph<'_> {
                 failed.insert(job);
                 vec![Msg::Failed {
                     job,
-                    error: with_input(&specs[job].input, &e),
+                    error: with_input(&specs[job].input, e),
                 }]
             }
             Err(_) => {
@@ -166,7 +166,7 @@ impl Graph<'_> {
                     failed.insert(job);
                     vec![Msg::Failed {
                         job,
-                        error: with_input(&jobs[job].input, &e),
+                        error: with_input(&jobs[job].input, e),
                     }]
                 }
             }

@@ -80,7 +80,7 @@ impl Graph<'_> {
                             ended.insert(job);
                             let _ = events.send(Event::Failed {
                                 job,
-                                error: with_input(&jobs[job].input, &e),
+                                error: with_input(&jobs[job].input, e),
                             });
                         }
                     }
@@ -98,7 +98,7 @@ impl Graph<'_> {
                         Err(PipelineError::Cancelled) => continue,
                         Err(e) => Event::Failed {
                             job,
-                            error: with_input(&jobs[job].input, &e),
+                            error: with_input(&jobs[job].input, e),
                         },
                     };
                     let _ = events.send(ev);
@@ -301,17 +301,14 @@ impl Graph<'_> {
 
     /// A text-only prompt (the reduce step). A model that needs frames in every prompt gets one
     /// frame group per chunk (thinned to its budget) along with the text.
+    /// A prompt about the job's descriptions (the reduce step): text only when the model takes
+    /// text-only prompts, else with one frame per chunk (its representative), within the budget.
     fn generate_text(&self, st: &mut LlmJob, prompt: &str, job: usize) -> Result<String> {
-        match self.generate(st, &[], prompt, job) {
-            Err(PipelineError::Model(vidlm_models::ModelError::Input(why)))
-                if !st.reps.is_empty() =>
-            {
-                tracing::debug!("text-only prompt refused ({why}); adding one frame per chunk");
-                let reps = thin(st.reps.clone(), self.group_budget());
-                self.generate(st, &reps, prompt, job)
-            }
-            other => other,
+        if st.reps.is_empty() || lock(self.llm).accepts_text_only() {
+            return self.generate(st, &[], prompt, job);
         }
+        let reps = thin(st.reps.clone(), self.group_budget());
+        self.generate(st, &reps, prompt, job)
     }
 
     fn timings(&self, job: usize) -> JobTimings {

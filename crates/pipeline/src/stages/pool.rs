@@ -74,7 +74,7 @@ impl Graph<'_> {
                                 state.remove(&job);
                                 out.push(Msg::Failed {
                                     job,
-                                    error: with_input(&jobs[job].input, &e),
+                                    error: with_input(&jobs[job].input, e),
                                 });
                             }
                         }
@@ -94,7 +94,7 @@ impl Graph<'_> {
                             }
                             Err(e) => out.push(Msg::Failed {
                                 job,
-                                error: with_input(&jobs[job].input, &e),
+                                error: with_input(&jobs[job].input, e),
                             }),
                         },
                         None => out.push(Msg::End { job }),
