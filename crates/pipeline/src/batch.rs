@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::chunking::Segment;
 use crate::job::{Event, JobOutput, JobSpec, Task};
+use crate::segment::Segment;
 use crate::{JobOutcome, Pipeline, PipelineError, Result};
 
 /// One manifest item.
