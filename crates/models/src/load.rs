@@ -11,8 +11,11 @@
 //!
 //! Nothing in the pipeline or the CLI changes: they see `Box<dyn VisionLanguageModel>`.
 
+use std::path::{Path, PathBuf};
+
 use candle_core::{DType, Device};
 
+use crate::gguf::GgufFiles;
 use crate::{Checkpoint, ModelError, VisionLanguageModel};
 
 /// How to load a model.
@@ -31,6 +34,11 @@ pub struct LoadOptions {
     /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core
     /// machine; larger batches suit a GPU).
     pub vision_batch: usize,
+    /// The vision projector GGUF (`--mmproj`) of a GGUF text model; found next to it when unset.
+    pub mmproj: Option<PathBuf>,
+    /// GGUF weights dequantized to f32 at load (true), or kept quantized for candle's quantized
+    /// matmuls (false; these quantize activations to 8 bits, so logits move slightly).
+    pub gguf_dequantize: bool,
 }
 
 impl Default for LoadOptions {
@@ -41,6 +49,8 @@ impl Default for LoadOptions {
             threads: None,
             max_frames: None,
             vision_batch: 1,
+            mmproj: None,
+            gguf_dequantize: true,
         }
     }
 }
@@ -60,6 +70,10 @@ impl LoadOptions {
 pub type LoadFn =
     fn(&str, &Checkpoint, &LoadOptions) -> Result<Box<dyn VisionLanguageModel>, ModelError>;
 
+/// Builds a family's model from llama.cpp GGUF files (text model + mmproj), named `&str`.
+pub type GgufLoadFn =
+    fn(&str, &GgufFiles, &LoadOptions) -> Result<Box<dyn VisionLanguageModel>, ModelError>;
+
 /// A model family: the `config.json` `model_type` values it serves and how to build it.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {
@@ -69,6 +83,10 @@ pub struct Family {
     pub model_types: &'static [&'static str],
     /// The constructor.
     pub load: LoadFn,
+    /// The mmproj `clip.projector_type` values of its GGUF files.
+    pub projector_types: &'static [&'static str],
+    /// The constructor from GGUF files, when the family has them.
+    pub load_gguf: Option<GgufLoadFn>,
 }
 
 /// Every family vidlm runs, by `model_type`.
@@ -81,6 +99,12 @@ pub const FAMILIES: &[Family] = &[
                 name, ckpt, opts,
             )?))
         },
+        projector_types: &[crate::smolvlm::gguf::PROJECTOR],
+        load_gguf: Some(|name, files, opts| {
+            Ok(Box::new(crate::smolvlm::SmolVlmEngine::from_gguf(
+                name, files, opts,
+            )?))
+        }),
     },
     Family {
         name: "Qwen3-VL",
@@ -90,6 +114,8 @@ pub const FAMILIES: &[Family] = &[
                 name, ckpt, opts,
             )?))
         },
+        projector_types: &[],
+        load_gguf: None,
     },
 ];
 
@@ -101,12 +127,15 @@ pub fn family(model_type: &str) -> Option<&'static Family> {
 }
 
 /// Loads the model `spec` names (a local directory or a hub id) as a [`VisionLanguageModel`], the
-/// family picked by its `config.json`'s `model_type` ([`FAMILIES`]).
+/// family picked by its `config.json`'s `model_type` ([`FAMILIES`]). llama.cpp's GGUF files load
+/// too: `spec` a `.gguf` text model with [`LoadOptions::mmproj`] (or the one `mmproj*.gguf` next
+/// to it), or a directory holding both ([`GgufFiles::find`]); the family is picked by the
+/// mmproj's projector type.
 ///
 /// # Errors
-/// [`ModelError::File`] for a missing directory/file or an unreachable hub (one line with the
-/// download command), [`ModelError::Invalid`] for an unknown model_type (naming the ones served)
-/// or a missing/misshapen tensor.
+/// [`ModelError::File`] for a missing directory/file, a GGUF model without its mmproj, a truncated
+/// GGUF or an unreachable hub (one line with the download command), [`ModelError::Invalid`] for an
+/// unknown model_type or projector type (naming the ones served) or a missing/misshapen tensor.
 ///
 /// ```no_run
 /// let opts = vidlm_models::LoadOptions::default();
@@ -118,6 +147,9 @@ pub fn load_model(
     spec: &str,
     opts: &LoadOptions,
 ) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
+    if let Some(files) = GgufFiles::find(Path::new(spec), opts.mmproj.as_deref())? {
+        return load_gguf(spec, &files, opts);
+    }
     let ckpt = Checkpoint::open(spec)?;
     let model_type = ckpt.model_type()?;
     let fam = model_type.as_deref().and_then(family).ok_or_else(|| {
@@ -139,6 +171,38 @@ pub fn load_model(
         ))
     })?;
     (fam.load)(spec, &ckpt, opts)
+}
+
+/// [`load_model`] for GGUF files: the family whose projector type the mmproj names.
+fn load_gguf(
+    spec: &str,
+    files: &GgufFiles,
+    opts: &LoadOptions,
+) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
+    let (ct, _) = crate::gguf::open(&files.mmproj)?;
+    let proj = crate::gguf::meta_str(&ct, "clip.projector_type");
+    let fam = FAMILIES.iter().find(|f| {
+        f.load_gguf.is_some() && proj.is_some_and(|p| f.projector_types.contains(&p))
+    });
+    match (fam, fam.and_then(|f| f.load_gguf)) {
+        (Some(_), Some(load)) => load(spec, files, opts),
+        _ => {
+            let served: Vec<String> = FAMILIES
+                .iter()
+                .flat_map(|f| f.projector_types.iter().map(|t| format!("\"{t}\" ({})", f.name)))
+                .collect();
+            Err(ModelError::Invalid(format!(
+                "{}: projector type {} is not supported (supported: {}){}",
+                files.mmproj.display(),
+                proj.map(|s| format!("\"{s}\"")).unwrap_or_else(|| "(missing)".into()),
+                served.join(", "),
+                match crate::gguf::meta_str(&ct, "general.architecture") {
+                    Some("clip") | None => String::new(),
+                    Some(a) => format!("; its architecture is `{a}`, not an mmproj's `clip`"),
+                }
+            )))
+        }
+    }
 }
 
 #[cfg(test)]

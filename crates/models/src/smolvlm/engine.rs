@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::processor::{ProcessedInput, SmolVlmProcessor};
 use super::SmolVlm;
@@ -72,6 +72,48 @@ impl SmolVlmEngine {
         let dir = ckpt.dir().to_path_buf();
         let model = SmolVlm::from_checkpoint(ckpt, opts.dtype, &opts.device)?;
         let processor = SmolVlmProcessor::from_checkpoint(ckpt)?;
+        let extra_stop = ckpt.generation_eos_ids()?;
+        let max_frames = opts
+            .max_frames
+            .unwrap_or_else(|| video_max_frames(ckpt).unwrap_or(64));
+        Self::assemble(name, dir, model, processor, extra_stop, max_frames, opts)
+    }
+
+    /// Loads llama.cpp's GGUF files of a SmolVLM2 (see [`super::gguf`]), named `name`, computing
+    /// in f32: the text model dequantized at load with [`LoadOptions::gguf_dequantize`], else on
+    /// candle's quantized matmuls.
+    ///
+    /// # Errors
+    /// As [`super::gguf::load`].
+    pub fn from_gguf(
+        name: &str,
+        files: &crate::gguf::GgufFiles,
+        opts: &LoadOptions,
+    ) -> Result<Self, ModelError> {
+        opts.apply_threads();
+        let (model, processor) =
+            super::gguf::load(files, DType::F32, &opts.device, opts.gguf_dequantize)?;
+        let dir = files
+            .text
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        // The hub's SmolVLM2 video processor samples at most 64 frames.
+        let max_frames = opts.max_frames.unwrap_or(64);
+        Self::assemble(name, dir, model, processor, Vec::new(), max_frames, opts)
+    }
+
+    /// The engine from loaded weights and processor: stop ids (the processor's, the config's eos
+    /// and `extra_stop`) and frame budget.
+    fn assemble(
+        name: &str,
+        dir: PathBuf,
+        model: SmolVlm,
+        processor: SmolVlmProcessor,
+        extra_stop: Vec<u32>,
+        max_frames: usize,
+        opts: &LoadOptions,
+    ) -> Result<Self, ModelError> {
         if processor.image_token_id() != model.config.image_token_id {
             return Err(ModelError::Invalid(format!(
                 "{}: image_token_id {} differs from the tokenizer's <image> id {}",
@@ -86,23 +128,19 @@ impl SmolVlmEngine {
             .text_config
             .eos_ids()
             .into_iter()
-            .chain(ckpt.generation_eos_ids()?)
+            .chain(extra_stop)
         {
             if !stop_ids.contains(&id) {
                 stop_ids.push(id);
             }
         }
-        let max_frames = opts
-            .max_frames
-            .unwrap_or_else(|| video_max_frames(ckpt).unwrap_or(64))
-            .max(1);
         Ok(Self {
             name: name.to_string(),
             dir,
             model,
             processor: Arc::new(processor),
             stop_ids,
-            max_frames,
+            max_frames: max_frames.max(1),
             vision_batch: opts.vision_batch.max(1),
             #[cfg(feature = "cuda")]
             gpu_pixels: Default::default(),

@@ -12,6 +12,7 @@
 //!   connector's output.
 
 mod engine;
+pub mod gguf;
 #[cfg(feature = "cuda")]
 mod gpu;
 pub mod processor;

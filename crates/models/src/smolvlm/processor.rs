@@ -228,6 +228,28 @@ impl PixelConfig {
     }
 }
 
+/// What [`SmolVlmProcessor::from_parts`] builds the processor from.
+#[derive(Debug)]
+pub struct ProcessorParts {
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Where the tokenizer was read from (named in errors).
+    pub source: std::path::PathBuf,
+    /// `tokenizer_config.json`'s object: the special tokens' names (`image_token`,
+    /// `end_of_utterance_token`, `bos_token`, `eos_token`, ...); missing ones take SmolVLM's.
+    pub tokenizer_config: Value,
+    /// Image-mode pixel settings.
+    pub image_cfg: PixelConfig,
+    /// Video-mode pixel settings.
+    pub video_cfg: PixelConfig,
+    /// Visual tokens per image.
+    pub image_seq_len: usize,
+    /// Stop ids beyond `<end_of_utterance>` and the eos token (`generation_config.json`'s).
+    pub extra_eos: Vec<u32>,
+    /// The chat template's source.
+    pub chat_template: String,
+}
+
 /// SmolVLM2's processor (see the module docs).
 #[derive(Debug)]
 pub struct SmolVlmProcessor {
@@ -302,7 +324,51 @@ impl SmolVlmProcessor {
             Some(n) => n as usize,
             None => image_seq_len_from_config(ckpt)?.unwrap_or(169),
         };
+        let mut extra_eos = Vec::new();
+        if let Some(gen) = ckpt.json("generation_config.json")? {
+            match gen.get("eos_token_id") {
+                Some(Value::Number(n)) => extra_eos.extend(n.as_u64().map(|id| id as u32)),
+                Some(Value::Array(a)) => {
+                    extra_eos.extend(a.iter().filter_map(Value::as_u64).map(|id| id as u32))
+                }
+                _ => {}
+            }
+        }
+        let chat_template = ckpt.chat_template()?.ok_or_else(|| {
+            missing_with(
+                &dir.join("chat_template.jinja"),
+                "no chat template in the model directory",
+            )
+        })?;
+        Self::from_parts(ProcessorParts {
+            tokenizer,
+            source: tok_path,
+            tokenizer_config: tok_cfg,
+            image_cfg,
+            video_cfg,
+            image_seq_len,
+            extra_eos,
+            chat_template,
+        })
+    }
 
+    /// The processor from its parts, however the model was stored (a checkpoint directory, or a
+    /// GGUF file's metadata).
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] when a special token is not in the vocabulary or the chat template
+    /// does not parse.
+    pub fn from_parts(parts: ProcessorParts) -> Result<Self, ModelError> {
+        let ProcessorParts {
+            tokenizer,
+            source: tok_path,
+            tokenizer_config: tok_cfg,
+            image_cfg,
+            video_cfg,
+            image_seq_len,
+            extra_eos,
+            chat_template: source,
+        } = parts;
         let named = |k: &str, default: &str| -> String {
             tok_cfg
                 .get(k)
@@ -340,16 +406,7 @@ impl SmolVlmProcessor {
                 push(id);
             }
         }
-        if let Some(gen) = ckpt.json("generation_config.json")? {
-            match gen.get("eos_token_id") {
-                Some(Value::Number(n)) => n.as_u64().into_iter().for_each(|id| push(id as u32)),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(Value::as_u64)
-                    .for_each(|id| push(id as u32)),
-                _ => {}
-            }
-        }
+        extra_eos.into_iter().for_each(&mut push);
 
         let mut template_vars = serde_json::Map::new();
         for k in ["bos_token", "eos_token", "unk_token", "pad_token"] {
@@ -373,12 +430,6 @@ impl SmolVlmProcessor {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
-        let source = ckpt.chat_template()?.ok_or_else(|| {
-            missing_with(
-                &dir.join("chat_template.jinja"),
-                "no chat template in the model directory",
-            )
-        })?;
         Ok(Self {
             tokenizer,
             chat_template: ChatTemplate::new(&source)?,

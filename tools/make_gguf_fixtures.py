@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Converts the tiny SmolVLM2-256M fixture to GGUF with llama.cpp's own converter.
+
+The files it writes are the ones a llama.cpp user has: a text GGUF (`general.architecture` llama)
+and an mmproj GGUF (`clip`, projector `idefics3`), each in f32, f16 and q8_0, under
+crates/models/tests/fixtures/smolvlm2-256m-tiny-gguf/. The GGUF parity test loads them and compares
+with the safetensors fixture.
+
+The converter comes from PyPI's llama-cpp-python source package, which bundles llama.cpp
+(commit 0c1e57098; its GitHub repository is too large to fetch here):
+
+    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36   # or take the sdist
+    tar xzf llama_cpp_python-0.3.36.tar.gz
+    eval "$(../shared/tools/reference-venv.sh)"; pip install sentencepiece
+    python tools/make_gguf_fixtures.py llama_cpp_python-0.3.36/vendor/llama.cpp
+
+Two of the converter's checks reject a random checkpoint; a copy of the fixture is fixed for them,
+the weights and tokenizer untouched:
+- `text_config.architectures` is set to `["VLlama3ForCausalLM"]`, as the hub's SmolVLM2 has;
+- the tiny tokenizer's pre-tokenizer hash is unknown to the converter ("BPE pre-tokenizer was not
+  recognized"): it is the same byte-level split SmolLM2 uses, so the converter is told `smollm`.
+The third pitfall (llama-mtmd-cli wants a single "\\n\\n" token) only matters to llama.cpp's
+runtime, which these fixtures are not run through, and adding a token would change the vocabulary
+the safetensors path is compared with; it is left alone.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "crates/models/tests/fixtures/smolvlm2-256m-tiny"
+OUT = ROOT / "crates/models/tests/fixtures/smolvlm2-256m-tiny-gguf"
+TYPES = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}
+
+# Runs the converter's main() with the pre-tokenizer named (see the module docs).
+RUNNER = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import convert_hf_to_gguf as c
+from conversion import base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "smollm"
+c.main()
+"""
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} LLAMA_CPP_DIR (holding convert_hf_to_gguf.py)")
+    llama = Path(sys.argv[1]).resolve()
+    if not (llama / "convert_hf_to_gguf.py").is_file():
+        sys.exit(f"{llama}: no convert_hf_to_gguf.py")
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "smolvlm2-256m-tiny"
+        shutil.copytree(SRC, ckpt)
+        cfg = json.loads((ckpt / "config.json").read_text())
+        cfg["text_config"]["architectures"] = ["VLlama3ForCausalLM"]
+        (ckpt / "config.json").write_text(json.dumps(cfg, indent=2))
+        for outtype, tag in TYPES.items():
+            for mmproj in (False, True):
+                name = f"{'mmproj-' if mmproj else ''}smolvlm2-256m-tiny-{tag}.gguf"
+                cmd = [sys.executable, "-c", RUNNER, str(llama), str(ckpt),
+                       "--outtype", outtype, "--outfile", str(OUT / name)]
+                if mmproj:
+                    cmd.append("--mmproj")
+                print("+", " ".join(cmd[3:]), flush=True)
+                subprocess.run(cmd, check=True)
+    for f in sorted(OUT.glob("*.gguf")):
+        print(f"{f.relative_to(ROOT)}: {f.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
