@@ -1,0 +1,187 @@
+//! SmolVLM2 from llama.cpp's GGUF files against the safetensors checkpoint they were converted
+//! from. The fixtures (crates/models/tests/fixtures/smolvlm2-256m-tiny-gguf/) were written by
+//! llama.cpp's own `convert_hf_to_gguf.py` (text, and `--mmproj`) from smolvlm2-256m-tiny, by
+//! tools/make_gguf_fixtures.py. On the same 4-frame video prompt:
+//! - f32 and f16: the prompt ids and the greedy tokens are identical to the safetensors path; the
+//!   logits agree within 1e-4 (f32) and 5e-3 (f16, the weights rounded to half; measured 6.7e-4) of max |logit|;
+//! - q8_0 (text and vision weights in 8-bit blocks): logits within 5e-2 of max |logit| (measured 1.7e-2 dequantized,
+//!   2.1e-2 on candle's quantized matmuls; the 16 greedy tokens were the same).
+//!
+//! Bad inputs (no mmproj, the files swapped, a truncated file) give one-line errors.
+
+use std::path::{Path, PathBuf};
+
+use vidlm_models::{
+    load_model, Clip, GenerationParams, LoadOptions, ModelError, VideoFrame, VisionLanguageModel,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn text_gguf(kind: &str) -> PathBuf {
+    fixtures().join(format!("smolvlm2-256m-tiny-gguf/smolvlm2-256m-tiny-{kind}.gguf"))
+}
+
+fn mmproj_gguf(kind: &str) -> PathBuf {
+    fixtures().join(format!(
+        "smolvlm2-256m-tiny-gguf/mmproj-smolvlm2-256m-tiny-{kind}.gguf"
+    ))
+}
+
+fn gguf_model(kind: &str, dequantize: bool) -> Box<dyn VisionLanguageModel> {
+    let opts = LoadOptions {
+        mmproj: Some(mmproj_gguf(kind)),
+        gguf_dequantize: dequantize,
+        ..Default::default()
+    };
+    load_model(text_gguf(kind).to_str().unwrap(), &opts).unwrap()
+}
+
+fn safetensors_model() -> Box<dyn VisionLanguageModel> {
+    let dir = fixtures().join("smolvlm2-256m-tiny");
+    load_model(dir.to_str().unwrap(), &LoadOptions::default()).unwrap()
+}
+
+/// Four 160x120 frames, half a second apart.
+fn frames() -> Vec<VideoFrame> {
+    (0..4u8)
+        .map(|k| VideoFrame {
+            rgb: (0..160 * 120 * 3)
+                .map(|i| ((i * (k as usize + 3) + i / 480) % 251) as u8)
+                .collect(),
+            width: 160,
+            height: 120,
+            pts: k as f64 * 0.5,
+        })
+        .collect()
+}
+
+struct Run {
+    ids: Vec<u32>,
+    logits: candle_core::Tensor,
+    tokens: Vec<u32>,
+}
+
+fn run(model: &mut dyn VisionLanguageModel) -> Run {
+    let groups = model.encode_frames(&frames()).unwrap();
+    let clip = Clip::new(groups).with_video(Some(2.0), Some(2.0));
+    let q = "What happens in this video?";
+    let pl = model.prompt_logits(&clip, q).unwrap();
+    let params = GenerationParams {
+        max_new_tokens: 16,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let g = model.generate(&clip, q, &params, &mut |_| {}).unwrap();
+    Run {
+        ids: pl.ids,
+        logits: pl.logits,
+        tokens: g.token_ids,
+    }
+}
+
+/// max |a - b| / max(1, max |b|) over every prompt position's logits.
+fn rel_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    d.to_scalar::<f32>().unwrap() / m.max(1.0)
+}
+
+fn compare(kind: &str, dequantize: bool) -> (f32, bool) {
+    let want = run(safetensors_model().as_mut());
+    let mut m = gguf_model(kind, dequantize);
+    assert_eq!(m.family(), "SmolVLM2");
+    let got = run(m.as_mut());
+    assert_eq!(got.ids, want.ids, "{kind}: prompt ids");
+    let d = rel_diff(&got.logits, &want.logits);
+    eprintln!(
+        "{kind} (dequantize {dequantize}): max logit difference {d:.3e} of max|logit|, tokens {:?} vs {:?}",
+        got.tokens, want.tokens
+    );
+    (d, got.tokens == want.tokens)
+}
+
+#[test]
+fn f32_gguf_gives_the_safetensors_tokens() {
+    let (d, same) = compare("F32", true);
+    assert!(d < 1e-4, "{d}");
+    assert!(same);
+}
+
+#[test]
+fn f16_gguf_gives_the_safetensors_tokens() {
+    let (d, same) = compare("F16", true);
+    assert!(d < 5e-3, "{d}");
+    assert!(same);
+}
+
+#[test]
+fn q8_0_gguf_is_within_tolerance() {
+    for dequantize in [true, false] {
+        let (d, _) = compare("Q8_0", dequantize);
+        assert!(d < 5e-2, "dequantize {dequantize}: {d}");
+    }
+}
+
+fn load_err(spec: &Path, mmproj: Option<PathBuf>) -> ModelError {
+    let opts = LoadOptions {
+        mmproj,
+        ..Default::default()
+    };
+    load_model(spec.to_str().unwrap(), &opts)
+        .err()
+        .expect("the load fails")
+}
+
+#[test]
+fn a_directory_holding_both_files_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    for p in [text_gguf("Q8_0"), mmproj_gguf("Q8_0")] {
+        std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let spec = tmp.path().to_str().unwrap();
+    let m = load_model(spec, &LoadOptions::default()).unwrap();
+    assert_eq!((m.family(), m.name()), ("SmolVLM2", spec));
+    // The text file alone finds its mmproj next to it.
+    let text = tmp.path().join(text_gguf("Q8_0").file_name().unwrap());
+    let m = load_model(text.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    assert_eq!(m.family(), "SmolVLM2");
+}
+
+#[test]
+fn bad_gguf_inputs_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alone = tmp.path().join("model-F32.gguf");
+    std::fs::copy(text_gguf("F32"), &alone).unwrap();
+
+    let e = load_err(&alone, None);
+    assert!(
+        matches!(e, ModelError::File { .. }) && e.to_string().contains("--mmproj"),
+        "{e}"
+    );
+    let e = load_err(&alone, Some(tmp.path().join("missing-mmproj.gguf")));
+    assert!(e.to_string().contains("no such mmproj file"), "{e}");
+
+    // The files swapped: the mmproj given as the model, the text model as the mmproj.
+    let e = load_err(&mmproj_gguf("F32"), Some(text_gguf("F32")));
+    assert!(
+        matches!(e, ModelError::Invalid(_)) && e.to_string().contains("`llama`"),
+        "{e}"
+    );
+    let e = load_err(&mmproj_gguf("F32"), Some(mmproj_gguf("F32")));
+    assert!(e.to_string().contains("--mmproj"), "{e}");
+
+    // A file cut short keeps its header; its tensors do not fit.
+    let bytes = std::fs::read(text_gguf("F32")).unwrap();
+    std::fs::write(&alone, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&alone, Some(mmproj_gguf("F32")));
+    assert!(
+        matches!(e, ModelError::File { .. }) && e.to_string().contains("truncated"),
+        "{e}"
+    );
+    // Not GGUF at all.
+    std::fs::write(&alone, b"not a gguf file").unwrap();
+    let e = load_err(&alone, Some(mmproj_gguf("F32")));
+    assert!(e.to_string().contains("not a GGUF file"), "{e}");
+}
