@@ -14,9 +14,13 @@ pub struct PipelineArgs {
     /// A preset (pipelines/*.toml): sampling, chunking, pooling, model, prompts, output.
     #[arg(long, value_name = "FILE")]
     pub pipeline: Option<PathBuf>,
-    /// Model directory or hub id.
+    /// Model directory or hub id; or a llama.cpp GGUF text model (with --mmproj, or the one
+    /// mmproj*.gguf next to it), or a directory holding both GGUF files.
     #[arg(long, short = 'm', value_name = "M")]
     pub model: Option<String>,
+    /// The vision projector GGUF of a GGUF --model (llama.cpp's mmproj file).
+    #[arg(long, value_name = "FILE")]
+    pub mmproj: Option<PathBuf>,
     /// Frame sampling: fps:N, frames:N, keyframes, scene:T or all.
     #[arg(long, value_name = "S")]
     pub sample: Option<String>,
@@ -82,6 +86,9 @@ impl PipelineArgs {
         };
         if let Some(m) = &self.model {
             cfg.model.id = m.clone();
+        }
+        if self.mmproj.is_some() {
+            cfg.model.mmproj = self.mmproj.clone();
         }
         if let Some(s) = &self.sample {
             cfg.sampling.strategy = s.clone();

@@ -181,8 +181,8 @@ pub struct GgufFiles {
 
 impl GgufFiles {
     /// The GGUF files `spec` names, as llama.cpp users give them: a `.gguf` text file with
-    /// `mmproj` (or, without it, the one `mmproj*.gguf` next to it), or a directory holding one
-    /// text `.gguf` and one `mmproj*.gguf`. `None` when `spec` is not GGUF at all (a checkpoint
+    /// `mmproj` (or, without it, the one `mmproj*.gguf` next to it, or among several the one named
+    /// `mmproj-<text file name>`), or a directory holding one text `.gguf` and its `mmproj*.gguf`. `None` when `spec` is not GGUF at all (a checkpoint
     /// directory with a `config.json`, or a hub id) and no `mmproj` is given.
     ///
     /// # Errors
@@ -270,7 +270,19 @@ impl GgufFiles {
             None => {
                 let dir = text.parent().unwrap_or(Path::new("."));
                 let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-                let found: Vec<PathBuf> = list(dir).into_iter().filter(|p| is_mmproj(p)).collect();
+                let mut found: Vec<PathBuf> =
+                    list(dir).into_iter().filter(|p| is_mmproj(p)).collect();
+                // Several (one per quantization, as hub repositories hold): the one named after
+                // the text file, `mmproj-<text file name>`, when there is one.
+                let twin = text
+                    .file_name()
+                    .map(|n| format!("mmproj-{}", n.to_string_lossy()).to_ascii_lowercase());
+                if let Some(t) = found.iter().find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| Some(n.to_string_lossy().to_ascii_lowercase()) == twin)
+                }) {
+                    found = vec![t.clone()];
+                }
                 one(found, dir, "mmproj").map_err(|e| match e {
                     ModelError::File { reason, .. } => ModelError::File {
                         path: text.clone(),

@@ -3,9 +3,11 @@
 //! llama.cpp's own `convert_hf_to_gguf.py` (text, and `--mmproj`) from smolvlm2-256m-tiny, by
 //! tools/make_gguf_fixtures.py. On the same 4-frame video prompt:
 //! - f32 and f16: the prompt ids and the greedy tokens are identical to the safetensors path; the
-//!   logits agree within 1e-4 (f32) and 5e-3 (f16, the weights rounded to half; measured 6.7e-4) of max |logit|;
-//! - q8_0 (text and vision weights in 8-bit blocks): logits within 5e-2 of max |logit| (measured 1.7e-2 dequantized,
-//!   2.1e-2 on candle's quantized matmuls; the 16 greedy tokens were the same).
+//!   logits at every prompt position agree within 1e-4 (f32; measured 5.5e-7) and 5e-3 (f16, the
+//!   weights rounded to half; measured 6.7e-4) of max |logit|;
+//! - q8_0 (text and vision weights in 8-bit blocks): logits within 5e-2 of max |logit| (measured
+//!   1.7e-2 dequantized at load, 2.1e-2 on candle's quantized matmuls; the 16 greedy tokens were
+//!   the same).
 //!
 //! Bad inputs (no mmproj, the files swapped, a truncated file) give one-line errors.
 
@@ -147,6 +149,11 @@ fn a_directory_holding_both_files_loads() {
     let text = tmp.path().join(text_gguf("Q8_0").file_name().unwrap());
     let m = load_model(text.to_str().unwrap(), &LoadOptions::default()).unwrap();
     assert_eq!(m.family(), "SmolVLM2");
+    // Among several mmproj files, the one named after the text file.
+    let f16 = text_gguf("F16");
+    assert!(f16.parent().unwrap().join("mmproj-smolvlm2-256m-tiny-Q8_0.gguf").is_file());
+    let files = vidlm_models::gguf::GgufFiles::find(&f16, None).unwrap().unwrap();
+    assert_eq!(files.mmproj, mmproj_gguf("F16"));
 }
 
 #[test]

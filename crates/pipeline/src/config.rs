@@ -102,8 +102,11 @@ impl PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// A local model directory or a hub id.
+    /// A local model directory or a hub id; or a llama.cpp GGUF text model or a directory
+    /// holding one with its mmproj.
     pub id: String,
+    /// The vision projector GGUF (llama.cpp's mmproj) of a GGUF `id`; found next to it when unset.
+    pub mmproj: Option<std::path::PathBuf>,
     /// Most frames per prompt (None: the checkpoint's own limit). Longer videos are chunked so
     /// each chunk fits. A model that encodes frames in groups (Qwen3-VL: pairs) gets
     /// `max_frames / frames per group` groups.
@@ -126,6 +129,7 @@ impl ModelConfig {
             max_frames: self.max_frames,
             dtype: self.dtype.dtype(),
             device: self.device.device(),
+            mmproj: self.mmproj.clone(),
             ..Default::default()
         }
     }
@@ -191,6 +195,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             id: "HuggingFaceTB/SmolVLM2-256M-Video-Instruct".into(),
+            mmproj: None,
             max_frames: None,
             threads: None,
             device: DeviceChoice::Auto,
