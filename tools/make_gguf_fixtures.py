@@ -14,6 +14,10 @@ The converter comes from PyPI's llama-cpp-python source package, which bundles l
     eval "$(../shared/tools/reference-venv.sh)"; pip install sentencepiece
     python tools/make_gguf_fixtures.py llama_cpp_python-0.3.36/vendor/llama.cpp
 
+For benchmarks, `--src DIR --out DIR --types f32,q8_0` converts another SmolVLM2 checkpoint (the
+full-size random one of tools/make_smolvlm_bench_checkpoint.py, which has no tokenizer: the tiny
+fixture's is copied in, the converter pads the vocabulary to the config's size).
+
 Two of the converter's checks reject a random checkpoint; a copy of the fixture is fixed for them,
 the weights and tokenizer untouched:
 - `text_config.architectures` is set to `["VLlama3ForCausalLM"]`, as the hub's SmolVLM2 has;
@@ -24,6 +28,7 @@ runtime, which these fixtures are not run through, and adding a token would chan
 the safetensors path is compared with; it is left alone.
 """
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -48,29 +53,38 @@ c.main()
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} LLAMA_CPP_DIR (holding convert_hf_to_gguf.py)")
-    llama = Path(sys.argv[1]).resolve()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("llama_cpp", type=Path, help="llama.cpp's directory (convert_hf_to_gguf.py)")
+    ap.add_argument("--src", type=Path, default=SRC, help="the SmolVLM2 checkpoint")
+    ap.add_argument("--out", type=Path, default=OUT, help="where the .gguf files go")
+    ap.add_argument("--types", default=",".join(TYPES), help="outtypes, comma-separated")
+    args = ap.parse_args()
+    llama = args.llama_cpp.resolve()
     if not (llama / "convert_hf_to_gguf.py").is_file():
         sys.exit(f"{llama}: no convert_hf_to_gguf.py")
-    OUT.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.src.resolve().name
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "smolvlm2-256m-tiny"
-        shutil.copytree(SRC, ckpt)
+        ckpt = Path(tmp) / stem
+        shutil.copytree(args.src, ckpt)
+        for f in SRC.iterdir():
+            if f.name.startswith(("tokenizer", "chat_template", "processor")) and not (ckpt / f.name).exists():
+                shutil.copy(f, ckpt / f.name)
         cfg = json.loads((ckpt / "config.json").read_text())
         cfg["text_config"]["architectures"] = ["VLlama3ForCausalLM"]
         (ckpt / "config.json").write_text(json.dumps(cfg, indent=2))
-        for outtype, tag in TYPES.items():
+        for outtype in args.types.split(","):
+            tag = TYPES[outtype]
             for mmproj in (False, True):
-                name = f"{'mmproj-' if mmproj else ''}smolvlm2-256m-tiny-{tag}.gguf"
+                name = f"{'mmproj-' if mmproj else ''}{stem}-{tag}.gguf"
                 cmd = [sys.executable, "-c", RUNNER, str(llama), str(ckpt),
-                       "--outtype", outtype, "--outfile", str(OUT / name)]
+                       "--outtype", outtype, "--outfile", str(args.out / name)]
                 if mmproj:
                     cmd.append("--mmproj")
                 print("+", " ".join(cmd[3:]), flush=True)
                 subprocess.run(cmd, check=True)
-    for f in sorted(OUT.glob("*.gguf")):
-        print(f"{f.relative_to(ROOT)}: {f.stat().st_size} bytes")
+    for f in sorted(args.out.glob("*.gguf")):
+        print(f"{f}: {f.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
