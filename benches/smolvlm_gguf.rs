@@ -1,0 +1,157 @@
+//! SmolVLM2-256M (full size, random weights) from llama.cpp's GGUF files against the same weights
+//! in safetensors, f32 on CPU, in one run: load time, one 512x512 frame through the vision tower
+//! and connector, the prefill of 35 text + 64 image tokens, and generation (tokens/s over 32
+//! KV-cached steps), for the safetensors baseline, the f32 GGUF, and the Q8_0 GGUF dequantized at
+//! load and on candle's quantized matmuls. Prints a table with each line's ratio to the baseline.
+//!
+//! Files: $VIDLM_BENCH_MODEL (default target/bench-models/smolvlm2-256m-random, from
+//! tools/make_smolvlm_bench_checkpoint.py) and $VIDLM_BENCH_GGUF (default
+//! target/bench-models/smolvlm2-256m-random-gguf, from `tools/make_gguf_fixtures.py LLAMA_CPP
+//! --src <model> --out <that dir> --types f32,q8_0`). Repeats: $VIDLM_BENCH_REPEATS (3).
+//!
+//! ```text
+//! cargo bench --profile dev --config profile.dev.package.vidlm-models.opt-level=3 --bench smolvlm_gguf
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use vidlm_models::generation::argmax;
+use vidlm_models::gguf::GgufFiles;
+use vidlm_models::smolvlm::SmolVlm;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn time<T>(repeats: usize, mut f: impl FnMut() -> T) -> f64 {
+    f(); // warm-up
+    median(
+        (0..repeats)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+struct Line {
+    load_s: f64,
+    vision_s: f64,
+    prefill_s: f64,
+    gen_tok_s: f64,
+}
+
+fn measure(model: &mut SmolVlm, load_s: f64, repeats: usize) -> Line {
+    let dev = Device::Cpu;
+    let side = model.config.vision_config.image_size;
+    let one = Tensor::randn(0f32, 1.0, (1, 3, side, side), &dev).unwrap();
+    let n_img = model.config.image_seq_len();
+    let text: Vec<u32> = (0..35u32).map(|i| 100 + (i * 7919) % 40000).collect();
+    let mut ids = text[..5].to_vec();
+    ids.extend(std::iter::repeat_n(model.config.image_token_id, n_img));
+    ids.extend_from_slice(&text[5..]);
+    let vision_s = time(repeats, || model.vision.forward(&one).unwrap());
+    let f = model.vision.forward(&one).unwrap();
+    let (b, n, d) = f.dims3().unwrap();
+    let feats = f.reshape((b * n, d)).unwrap();
+    let e = model.embed_with_images(&ids, Some(&feats)).unwrap();
+    let prefill_s = time(repeats, || {
+        model.text.clear_cache();
+        model.text.forward_embeds(&e, false).unwrap()
+    });
+    let steps = 32;
+    // Decode steps alone (after a prefill each time), one warm-up.
+    let mut per = Vec::new();
+    for _ in 0..=repeats {
+        model.text.clear_cache();
+        let mut logits = model.text.forward_embeds(&e, false).unwrap();
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            let l: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+            let t = argmax(&l).unwrap();
+            logits = model.text.forward_ids(&[t], false).unwrap();
+        }
+        per.push(t0.elapsed().as_secs_f64());
+    }
+    per.remove(0);
+    Line {
+        load_s,
+        vision_s,
+        prefill_s,
+        gen_tok_s: steps as f64 / median(per),
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models");
+    let env_dir = |k: &str, d: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(d))
+    };
+    let st = env_dir("VIDLM_BENCH_MODEL", "smolvlm2-256m-random");
+    let gg = env_dir("VIDLM_BENCH_GGUF", "smolvlm2-256m-random-gguf");
+    let stem = st.file_name().unwrap().to_string_lossy().into_owned();
+    let files = |tag: &str| GgufFiles {
+        text: gg.join(format!("{stem}-{tag}.gguf")),
+        mmproj: gg.join(format!("mmproj-{stem}-{tag}.gguf")),
+    };
+    if !st.join("config.json").is_file() || !files("F32").text.is_file() {
+        println!(
+            "SKIPPED: no benchmark files at {} and {} (see the bench's docs)",
+            st.display(),
+            gg.display()
+        );
+        return;
+    }
+    let repeats: usize = std::env::var("VIDLM_BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    vidlm_models::memory::keep_freed_memory_for_reuse();
+    let dev = Device::Cpu;
+    let mut lines = Vec::new();
+    let t = Instant::now();
+    let mut m = SmolVlm::load(&st, DType::F32, &dev).unwrap();
+    let load = t.elapsed().as_secs_f64();
+    lines.push(("safetensors f32", measure(&mut m, load, repeats)));
+    drop(m);
+    for (name, tag, deq) in [
+        ("gguf f32", "F32", true),
+        ("gguf q8_0 dequantized", "Q8_0", true),
+        ("gguf q8_0 quantized mm", "Q8_0", false),
+    ] {
+        let t = Instant::now();
+        let (mut m, _) =
+            vidlm_models::smolvlm::gguf::load(&files(tag), DType::F32, &dev, deq).unwrap();
+        let load = t.elapsed().as_secs_f64();
+        lines.push((name, measure(&mut m, load, repeats)));
+    }
+    println!(
+        "threads {}, repeats {repeats}; ratio = line / safetensors f32 (time; tokens/s inverted)",
+        candle_core::utils::get_num_threads()
+    );
+    println!(
+        "{:24} {:>8} {:>6} {:>9} {:>6} {:>10} {:>6} {:>8} {:>6}",
+        "line", "load s", "ratio", "vision s", "ratio", "prefill s", "ratio", "gen t/s", "ratio"
+    );
+    let base = &lines[0].1;
+    for (name, l) in &lines {
+        println!(
+            "{name:24} {:8.3} {:6.2} {:9.3} {:6.2} {:10.3} {:6.2} {:8.1} {:6.2}",
+            l.load_s,
+            l.load_s / base.load_s,
+            l.vision_s,
+            l.vision_s / base.vision_s,
+            l.prefill_s,
+            l.prefill_s / base.prefill_s,
+            l.gen_tok_s,
+            base.gen_tok_s / l.gen_tok_s,
+        );
+    }
+}
