@@ -1,9 +1,11 @@
-//! A llama-architecture chat model from one llama.cpp GGUF file (e.g. SmolLM2-135M-Instruct, the
-//! language model of SmolVLM2-256M): quantized weights through [`crate::llama_text::TextModel`]
-//! (the same decoder SmolVLM uses), the tokenizer and chat template from the GGUF metadata.
-//!
-//! Reached from tests only so far (real SmolLM2 weights against transformers, `tests/smollm2_gguf.rs`):
-//! the base of GGUF loading for SmolVLM2's text tower (text GGUF + mmproj), which is the next user.
+//! llama.cpp's GGUF files: reading one ([`open`], which also catches a file cut short), its
+//! tokenizer ([`tokenizer`]), finding a vision-language model's text file and mmproj as llama.cpp
+//! users give them ([`GgufFiles::find`]; [`crate::load_model`] loads them, SmolVLM2's through
+//! [`crate::smolvlm::gguf`]), and a llama-architecture chat model from one text GGUF
+//! ([`GgufChatModel`], e.g. SmolLM2-135M-Instruct, the language model of SmolVLM2-256M; checked
+//! against transformers in `tests/smollm2_gguf.rs`): quantized weights through
+//! [`crate::llama_text::TextModel`] (the same decoder SmolVLM uses), the tokenizer and chat
+//! template from the GGUF metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -37,8 +39,8 @@ pub fn open(path: &Path) -> Result<(gguf_file::Content, std::fs::File), ModelErr
     // A file cut short keeps its header; every tensor must lie inside it.
     let len = f.metadata().map_err(|e| file_err(e.to_string()))?.len();
     for (name, info) in &ct.tensor_infos {
-        let size = info.shape.elem_count() / info.ggml_dtype.block_size()
-            * info.ggml_dtype.type_size();
+        let size =
+            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
         let end = ct.tensor_data_offset + info.offset + size as u64;
         if end > len {
             return Err(file_err(format!(
@@ -61,7 +63,10 @@ pub fn meta_str<'a>(ct: &'a gguf_file::Content, key: &str) -> Option<&'a str> {
 ///
 /// # Errors
 /// [`ModelError::Tokenizer`] when the metadata holds no usable tokenizer.
-pub fn tokenizer(ct: &gguf_file::Content, path: &Path) -> Result<tokenizers::Tokenizer, ModelError> {
+pub fn tokenizer(
+    ct: &gguf_file::Content,
+    path: &Path,
+) -> Result<tokenizers::Tokenizer, ModelError> {
     let mut tokenizer = tokenizers::Tokenizer::from_gguf(ct)
         .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
     // candle's builder gives unknown `tokenizer.ggml.pre` values (SmolLM2's "smollm") a
@@ -200,7 +205,10 @@ impl GgufFiles {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn find(spec: &Path, mmproj: Option<&Path>) -> Result<Option<Self>, ModelError> {
-        let is_gguf = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        let is_gguf = |p: &Path| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        };
         let is_mmproj = |p: &Path| {
             p.file_name()
                 .and_then(|n| n.to_str())
@@ -269,7 +277,11 @@ impl GgufFiles {
             }
             None => {
                 let dir = text.parent().unwrap_or(Path::new("."));
-                let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
                 let mut found: Vec<PathBuf> =
                     list(dir).into_iter().filter(|p| is_mmproj(p)).collect();
                 // Several (one per quantization, as hub repositories hold): the one named after

@@ -181,20 +181,25 @@ fn load_gguf(
 ) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
     let (ct, _) = crate::gguf::open(&files.mmproj)?;
     let proj = crate::gguf::meta_str(&ct, "clip.projector_type");
-    let fam = FAMILIES.iter().find(|f| {
-        f.load_gguf.is_some() && proj.is_some_and(|p| f.projector_types.contains(&p))
-    });
+    let fam = FAMILIES
+        .iter()
+        .find(|f| f.load_gguf.is_some() && proj.is_some_and(|p| f.projector_types.contains(&p)));
     match (fam, fam.and_then(|f| f.load_gguf)) {
         (Some(_), Some(load)) => load(spec, files, opts),
         _ => {
             let served: Vec<String> = FAMILIES
                 .iter()
-                .flat_map(|f| f.projector_types.iter().map(|t| format!("\"{t}\" ({})", f.name)))
+                .flat_map(|f| {
+                    f.projector_types
+                        .iter()
+                        .map(|t| format!("\"{t}\" ({})", f.name))
+                })
                 .collect();
             Err(ModelError::Invalid(format!(
                 "{}: projector type {} is not supported (supported: {}){}",
                 files.mmproj.display(),
-                proj.map(|s| format!("\"{s}\"")).unwrap_or_else(|| "(missing)".into()),
+                proj.map(|s| format!("\"{s}\""))
+                    .unwrap_or_else(|| "(missing)".into()),
                 served.join(", "),
                 match crate::gguf::meta_str(&ct, "general.architecture") {
                     Some("clip") | None => String::new(),

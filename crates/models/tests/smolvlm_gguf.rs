@@ -22,7 +22,9 @@ fn fixtures() -> PathBuf {
 }
 
 fn text_gguf(kind: &str) -> PathBuf {
-    fixtures().join(format!("smolvlm2-256m-tiny-gguf/smolvlm2-256m-tiny-{kind}.gguf"))
+    fixtures().join(format!(
+        "smolvlm2-256m-tiny-gguf/smolvlm2-256m-tiny-{kind}.gguf"
+    ))
 }
 
 fn mmproj_gguf(kind: &str) -> PathBuf {
@@ -86,7 +88,13 @@ fn run(model: &mut dyn VisionLanguageModel) -> Run {
 /// max |a - b| / max(1, max |b|) over every prompt position's logits.
 fn rel_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-    let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let m = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     d.to_scalar::<f32>().unwrap() / m.max(1.0)
 }
 
@@ -116,6 +124,43 @@ fn f16_gguf_gives_the_safetensors_tokens() {
     let (d, same) = compare("F16", true);
     assert!(d < 5e-3, "{d}");
     assert!(same);
+}
+
+#[test]
+fn f32_gguf_image_mode_gives_the_safetensors_tokens() {
+    // A 700x500 image: split into tiles plus the global image, sizes from the mmproj metadata.
+    let image = VideoFrame {
+        rgb: (0..700 * 500 * 3)
+            .map(|i| ((i * 7 + i / 2100) % 253) as u8)
+            .collect(),
+        width: 700,
+        height: 500,
+        pts: 0.0,
+    };
+    let params = GenerationParams {
+        max_new_tokens: 8,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let ask = |m: &mut dyn VisionLanguageModel| {
+        let out = m
+            .generate_images(
+                std::slice::from_ref(&image),
+                "Describe it.",
+                &params,
+                &mut |_| {},
+            )
+            .unwrap();
+        (out.prompt_ids, out.generation.token_ids)
+    };
+    let want = ask(safetensors_model().as_mut());
+    let got = ask(gguf_model("F32", true).as_mut());
+    assert!(
+        want.0.len() > 64 * 4,
+        "the image was split: {} ids",
+        want.0.len()
+    );
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -151,8 +196,14 @@ fn a_directory_holding_both_files_loads() {
     assert_eq!(m.family(), "SmolVLM2");
     // Among several mmproj files, the one named after the text file.
     let f16 = text_gguf("F16");
-    assert!(f16.parent().unwrap().join("mmproj-smolvlm2-256m-tiny-Q8_0.gguf").is_file());
-    let files = vidlm_models::gguf::GgufFiles::find(&f16, None).unwrap().unwrap();
+    assert!(f16
+        .parent()
+        .unwrap()
+        .join("mmproj-smolvlm2-256m-tiny-Q8_0.gguf")
+        .is_file());
+    let files = vidlm_models::gguf::GgufFiles::find(&f16, None)
+        .unwrap()
+        .unwrap();
     assert_eq!(files.mmproj, mmproj_gguf("F16"));
 }
 

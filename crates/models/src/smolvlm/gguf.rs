@@ -87,10 +87,7 @@ fn meta_triple(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<[f32; 
         .ok_or_else(|| missing_key(key, path))?;
     let xs: Vec<f32> = v.iter().filter_map(|x| x.to_f32().ok()).collect();
     <[f32; 3]>::try_from(xs).map_err(|_| {
-        ModelError::Invalid(format!(
-            "{}: `{key}` is not three numbers",
-            path.display()
-        ))
+        ModelError::Invalid(format!("{}: `{key}` is not three numbers", path.display()))
     })
 }
 
@@ -203,9 +200,7 @@ pub fn load(
             .tensor(&mut vf, name, device)
             .and_then(|q| q.dequantize(device))
             .and_then(|t| t.to_dtype(dtype))
-            .map_err(|e| {
-                ModelError::Invalid(format!("{}: tensor `{name}`: {e}", mp.display()))
-            })?;
+            .map_err(|e| ModelError::Invalid(format!("{}: tensor `{name}`: {e}", mp.display())))?;
         tensors.insert(hf, t);
     }
     let vb = VarBuilder::from_tensors(tensors, dtype, device);
