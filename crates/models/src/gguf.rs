@@ -236,11 +236,16 @@ impl GgufFiles {
                 1 => Ok(v.into_iter().next().expect("one")),
                 0 => Err(ModelError::File {
                     path: dir.to_path_buf(),
-                    reason: format!("no {what} .gguf file here (pass it with --mmproj for the vision projector)"),
+                    reason: format!(
+                        "no {what} .gguf file here (a GGUF text model needs its vision projector: pass it with --mmproj)"
+                    ),
                 }),
                 _ => Err(ModelError::File {
                     path: dir.to_path_buf(),
-                    reason: format!("several {what} .gguf files, name one: {}", names(&v)),
+                    reason: format!(
+                        "several {what} .gguf files, name one (--mmproj for the projector): {}",
+                        names(&v)
+                    ),
                 }),
             }
         };
@@ -295,16 +300,7 @@ impl GgufFiles {
                 }) {
                     found = vec![t.clone()];
                 }
-                one(found, dir, "mmproj").map_err(|e| match e {
-                    ModelError::File { reason, .. } => ModelError::File {
-                        path: text.clone(),
-                        reason: format!(
-                            "a GGUF text model needs its vision projector: {reason} in {}",
-                            dir.display()
-                        ),
-                    },
-                    other => other,
-                })?
+                one(found, dir, "mmproj")?
             }
         };
         Ok(Some(Self { text, mmproj }))
