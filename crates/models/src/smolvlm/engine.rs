@@ -91,6 +91,10 @@ impl SmolVlmEngine {
         opts: &LoadOptions,
     ) -> Result<Self, ModelError> {
         opts.apply_threads();
+        if opts.dtype != DType::F32 {
+            // The GGUF decoder dequantizes to f32 (or runs quantized); one dtype for both towers.
+            tracing::warn!(dtype = ?opts.dtype, "GGUF models compute in f32; the dtype is ignored");
+        }
         let (model, processor) =
             super::gguf::load(files, DType::F32, &opts.device, opts.gguf_dequantize)?;
         let dir = files
