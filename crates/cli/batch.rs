@@ -106,7 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// A progress bar with ETA on stderr when it is a terminal.
-fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

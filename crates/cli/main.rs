@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ask;
 mod batch;
 mod common;
+mod eval;
 mod frames;
 mod probe;
 mod summarize;
@@ -36,6 +37,8 @@ enum Command {
     Summarize(summarize::Args),
     /// Run summarize/ask jobs over a manifest of files, URLs and streams.
     Batch(batch::Args),
+    /// Measure answers: benchmark suites and synthetic probes, with language-prior controls.
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Ask(args) => ask::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Batch(args) => batch::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,

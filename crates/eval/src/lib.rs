@@ -4,7 +4,12 @@
 //!   Charades-STA) read into items with their prompts and truths;
 //! - [`score`]: one answer against its truth (lmms-eval's letter extraction, exact match,
 //!   counts, temporal IoU);
-//! - [`stats`]: Wilson intervals and McNemar's paired test.
+//! - [`stats`]: Wilson intervals and McNemar's paired test;
+//! - [`conditions`]: the language-prior controls (`video`, `blind`, `single-frame`, `shuffled`)
+//!   served from one decode per video;
+//! - [`run`]: a suite through the pipeline (`generate`) or by option likelihoods;
+//! - [`report`]: accuracy with intervals per task and condition, deltas with McNemar tests;
+//! - [`synth`]: synthetic clips whose answers are true by construction.
 //!
 //! ```
 //! use vidlm_eval::{score::score, suite::parse_suite};
@@ -18,9 +23,14 @@
 
 #![warn(missing_docs)]
 
+pub mod conditions;
 mod error;
+pub mod report;
+pub mod run;
 pub mod score;
 pub mod stats;
 pub mod suite;
+pub mod synth;
 
+pub use conditions::Condition;
 pub use error::{EvalError, Result};
