@@ -113,6 +113,22 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.limit {
         items.truncate(n);
     }
+    if mode == Mode::Likelihood {
+        let before = items.len();
+        items.retain(|i| matches!(i.truth, vidlm_eval::suite::Truth::Choice { .. }));
+        if items.len() < before {
+            eprintln!(
+                "vidlm: likelihood mode scores multiple-choice items only: {} of {before} items left out",
+                before - items.len()
+            );
+        }
+        if items.is_empty() {
+            bail!(
+                "{}: no multiple-choice items to score by likelihood",
+                a.suite.display()
+            );
+        }
+    }
     let mut p = a.pipeline.clone();
     if p.pipeline.is_none() {
         p.sample.get_or_insert_with(|| DEFAULT_SAMPLE.to_string());

@@ -1,0 +1,277 @@
+//! `vidlm eval` end to end on a tiny fixture model: the synthetic suite run under the controls
+//! (the report shows near-chance accuracy with the blind control beside it), decoding shared
+//! across conditions, likelihood mode, failures recorded and counted, and resume after a kill.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{fixture_model, vidlm};
+use serde_json::Value;
+
+fn model() -> String {
+    fixture_model("smolvlm-tiny-sf2")
+}
+
+fn synth(dir: &Path, per_task: usize) -> bool {
+    let o = vidlm()
+        .args([
+            "eval",
+            "synth",
+            "--seed",
+            "5",
+            "--per-task",
+            &per_task.to_string(),
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    if !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot run ffmpeg") {
+        eprintln!("skipping: the ffmpeg CLI is not available");
+        return false;
+    }
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    true
+}
+
+fn eval_run(suite: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = vidlm();
+    c.args(["eval", "run"])
+        .arg(suite)
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--model",
+            &model(),
+            "--sample",
+            "frames:4",
+            "--max-new-tokens",
+            "6",
+        ])
+        .args(extra);
+    c
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn frames_decoded(stderr: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("{\"metrics\""))
+        .unwrap_or_else(|| panic!("no metrics line in {text}"));
+    let v: Value = serde_json::from_str(line).unwrap();
+    v["metrics"]["frames_decoded"].as_u64().unwrap()
+}
+
+#[test]
+fn synthetic_suite_under_all_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite_dir = dir.path().join("synth");
+    if !synth(&suite_dir, 2) {
+        return;
+    }
+    let suite = suite_dir.join("suite.jsonl");
+    let out = dir.path().join("all");
+    let o = eval_run(
+        &suite,
+        &out,
+        &[
+            "--conditions",
+            "video,blind,single-frame,shuffled",
+            "--metrics",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = report(&out);
+    let conds: Vec<&str> = r["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["condition"].as_str().unwrap())
+        .collect();
+    assert_eq!(conds, ["video", "blind", "single-frame", "shuffled"]);
+    for c in r["conditions"].as_array().unwrap() {
+        assert_eq!(c["overall"]["n"], 16, "{c}");
+        assert_eq!(c["overall"]["failed"], 0);
+        assert_eq!(c["tasks"].as_object().unwrap().len(), 8);
+    }
+    assert_eq!(r["deltas"].as_array().unwrap().len(), 3);
+    assert_eq!(r["items"].as_array().unwrap().len(), 16);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| **overall** | video | 16 |"), "{md}");
+    assert!(md.contains("| **overall** | blind | 16 |"), "{md}");
+    assert!(md.contains("McNemar p"));
+    let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    assert_eq!(records.lines().count(), 64);
+
+    // The four conditions decode each video once: as many frames as the video condition alone.
+    let all = frames_decoded(&o.stderr);
+    let only = dir.path().join("video-only");
+    let o = eval_run(&suite, &only, &["--metrics"]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(frames_decoded(&o.stderr), all);
+    // The video condition's answers do not depend on the other conditions run beside it.
+    let answers = |d: &Path| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_to_string(d.join("records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["id"].as_str().unwrap().ends_with("#video"))
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().into(),
+                    r["answer"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(answers(&out), answers(&only));
+
+    // Likelihood mode: multiple-choice items only, accuracy near chance for random weights, with
+    // the blind control beside it.
+    let lik = dir.path().join("likelihood");
+    let o = eval_run(
+        &suite,
+        &lik,
+        &["--mode", "likelihood", "--conditions", "video,blind"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("multiple-choice items only"));
+    let r = report(&lik);
+    for c in r["conditions"].as_array().unwrap() {
+        let a = &c["overall"];
+        assert_eq!(a["n"], 10, "{a}");
+        let (lo, hi, chance) = (
+            a["ci_low"].as_f64().unwrap(),
+            a["ci_high"].as_f64().unwrap(),
+            a["chance"].as_f64().unwrap(),
+        );
+        assert!(lo <= chance && chance <= hi, "{}: {a}", c["condition"]);
+    }
+    for line in std::fs::read_to_string(lik.join("records.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let lp = v["logprobs"].as_array().unwrap();
+        assert!(lp.iter().all(|x| x.as_f64().unwrap() < 0.0));
+    }
+}
+
+#[test]
+fn failures_are_recorded_and_resume_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite_dir = dir.path().join("synth");
+    if !synth(&suite_dir, 3) {
+        return;
+    }
+    // One item whose video is missing.
+    let suite = suite_dir.join("suite.jsonl");
+    let mut text = std::fs::read_to_string(&suite).unwrap();
+    text.push_str(
+        "{\"id\":\"missing\",\"video\":\"nope.mp4\",\"question\":\"How many?\",\"answer\":\"1\",\"task\":\"counting\"}\n",
+    );
+    std::fs::write(&suite, text).unwrap();
+    let total = 25 * 2;
+    let full = dir.path().join("full");
+    let o = eval_run(&suite, &full, &["--conditions", "video,blind"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "a failed item is a failure exit");
+    let r = report(&full);
+    assert_eq!(r["conditions"][0]["overall"]["failed"], 1);
+    assert_eq!(r["conditions"][0]["overall"]["n"], 24);
+    let lines = |d: &Path| -> Vec<Value> {
+        std::fs::read_to_string(d.join("records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let want = lines(&full);
+    assert_eq!(want.len(), total);
+    let err = want.iter().find(|v| v["id"] == "missing#video").unwrap();
+    assert_eq!(err["status"], "error");
+    assert_eq!(err["error_kind"], "input");
+
+    // Killed mid-run (SIGKILL: no cleanup), then resumed.
+    let part = dir.path().join("part");
+    let mut child = eval_run(&suite, &part, &["--conditions", "video,blind"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let records = part.join("records.jsonl");
+    loop {
+        let n = std::fs::read_to_string(&records).map_or(0, |t| t.lines().count());
+        if n >= 2 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    // Whether or not the kill landed before the end, leave the file as a kill mid-write would:
+    // some whole lines and a torn one.
+    let text = std::fs::read_to_string(&records).unwrap();
+    let keep: Vec<&str> = text.lines().take(total / 3).collect();
+    std::fs::write(&records, format!("{}\n{{\"id\": \"torn", keep.join("\n"))).unwrap();
+    let o = eval_run(&suite, &part, &["--conditions", "video,blind"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume continues"));
+    let o = eval_run(&suite, &part, &["--conditions", "video,blind", "--resume"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let got = lines(&part);
+    assert_eq!(got.len(), total, "every item and condition once");
+    let key = |v: &Value| (v["id"].as_str().unwrap().to_string(), v["answer"].clone());
+    let mut a: Vec<_> = got.iter().map(key).collect();
+    let mut b: Vec<_> = want.iter().map(key).collect();
+    a.sort_by(|x, y| x.0.cmp(&y.0));
+    b.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        a, b,
+        "the resumed run gives the uninterrupted run's answers"
+    );
+    assert_eq!(report(&part)["conditions"], report(&full)["conditions"]);
+}
+
+#[test]
+fn bad_suites_and_flags_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("s.jsonl");
+    std::fs::write(&suite, "{\"id\":\"a\",\"video\":\"x.mp4\"}\n").unwrap();
+    let o = eval_run(&suite, &dir.path().join("o"), &[])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 1: missing `question`"), "{err}");
+    std::fs::write(
+        &suite,
+        "{\"id\":\"a\",\"video\":\"x.mp4\",\"question\":\"q\",\"answer\":\"1\"}\n",
+    )
+    .unwrap();
+    let o = eval_run(
+        &suite,
+        &dir.path().join("o"),
+        &["--conditions", "video,dark"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown condition `dark`"));
+}
