@@ -108,6 +108,8 @@ fn synthetic_suite_under_all_conditions() {
     assert!(md.contains("| **overall** | video | 16 |"), "{md}");
     assert!(md.contains("| **overall** | blind | 16 |"), "{md}");
     assert!(md.contains("McNemar p"));
+    let png = std::fs::read(out.join("report.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
     let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
     assert_eq!(records.lines().count(), 64);
 

@@ -243,5 +243,6 @@ fn write_reports(dir: &Path, report: &vidlm_eval::report::Report) -> anyhow::Res
     let json = serde_json::to_vec_pretty(report).context("serializing the report")?;
     vidlm_pipeline::write_atomic(&dir.join("report.json"), &json)?;
     vidlm_pipeline::write_atomic(&dir.join("report.md"), report.markdown().as_bytes())?;
+    vidlm_eval::chart::write_png(report, &dir.join("report.png"))?;
     Ok(())
 }

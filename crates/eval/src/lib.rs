@@ -9,6 +9,7 @@
 //!   served from one decode per video;
 //! - [`run`]: a suite through the pipeline (`generate`) or by option likelihoods;
 //! - [`report`]: accuracy with intervals per task and condition, deltas with McNemar tests;
+//! - [`chart`]: the report as a bar chart (`report.png`);
 //! - [`synth`]: synthetic clips whose answers are true by construction.
 //!
 //! ```
@@ -23,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chart;
 pub mod conditions;
 mod error;
 pub mod report;
