@@ -7,8 +7,10 @@ DEV-ONLY: CI never runs this; crates/eval/tests/likelihood_parity.rs reads what 
 For each tiny fixture checkpoint and clip (the file-to-tokens cases of make_fidelity_fixtures.py,
 whose frames vidlm's `frames:4` reproduces), a multiple-choice question in lmms-eval's MVBench prompt
 layout is asked about the video FILE through transformers' own processor (torchcodec decode,
-`num_frames=4`); one forward pass over the prompt gives, at its last position, log_softmax over the
-vocabulary (float64) at each option letter's token: the log-probability of answering that letter.
+`num_frames=4`). Two scores per option, float64 log_softmax over the vocabulary:
+* letter: one forward pass over the prompt, at its last position, at the option letter's token;
+* option text: one forward pass over prompt + the option's tokens, the sum over its tokens of the
+  log-probability at the position that predicts each.
 
 How to run (from the repository root):
 
@@ -66,6 +68,8 @@ def main() -> int:
         sampled = int(inputs["video_grid_thw"][0][0]) * 2 if qwen else inputs["pixel_values"].shape[1]
         assert f"frames:{sampled}" == vidlm_sample, (name, sampled)
         with torch.no_grad():
+            if qwen:
+                model.model.rope_deltas = None
             logits = model(**inputs).logits[0, -1].double()
         lsm = torch.log_softmax(logits, dim=-1)
         letters = [string.ascii_uppercase[i] for i in range(len(OPTIONS))]
@@ -74,12 +78,33 @@ def main() -> int:
             ids = processor.tokenizer.encode(letter, add_special_tokens=False)
             assert len(ids) == 1, (name, letter, ids)
             letter_ids.append(ids[0])
+        # Each option's text after the prompt: one forward pass over prompt + option tokens, the
+        # sum of log_softmax at the positions that predict them.
+        seq = inputs["input_ids"].shape[1]
+        option_ids, option_lp = [], []
+        for opt in OPTIONS:
+            ids = processor.tokenizer.encode(opt, add_special_tokens=False)
+            ext = dict(inputs)
+            for k, v in inputs.items():
+                if torch.is_tensor(v) and v.dim() == 2 and v.shape == (1, seq):
+                    fill = torch.tensor([ids]) if k == "input_ids" else (
+                        torch.ones((1, len(ids)), dtype=v.dtype) if k == "attention_mask"
+                        else torch.zeros((1, len(ids)), dtype=v.dtype))
+                    ext[k] = torch.cat([v, fill.to(v.dtype)], dim=1)
+            with torch.no_grad():
+                if qwen:
+                    model.model.rope_deltas = None
+                lg = model(**ext).logits[0].double()
+            rows = torch.log_softmax(lg[seq - 1: seq - 1 + len(ids)], dim=-1)
+            option_ids.append(ids)
+            option_lp.append(float(sum(rows[k, t] for k, t in enumerate(ids))))
         cases.append({
             "fixture": name, "clip": f"clips/{clip}", "transformers_sampling": sampling,
             "vidlm_sample": vidlm_sample, "seq_len": int(inputs["input_ids"].shape[1]),
             "letter_ids": letter_ids, "logprobs": [float(lsm[i]) for i in letter_ids],
+            "option_ids": option_ids, "option_logprobs": option_lp,
         })
-        print(name, cases[-1]["logprobs"])
+        print(name, cases[-1]["logprobs"], option_lp)
     import transformers
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({

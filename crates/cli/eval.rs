@@ -48,10 +48,14 @@ pub struct RunArgs {
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// generate (the model writes, scored as the benchmark scores) or likelihood (each option
-    /// letter's log-probability; multiple choice only).
+    /// generate (the model writes, scored as the benchmark scores) or likelihood (each option's
+    /// log-probability after the prompt, see --likelihood-of; multiple choice only).
     #[arg(long, default_value = "generate", value_parser = ["generate", "likelihood"])]
     mode: String,
+    /// In likelihood mode, what each option is scored by: `option` (its text's tokens after the
+    /// prompt, summed) or `letter` (its letter as the first answer token).
+    #[arg(long, default_value = "option", value_parser = ["option", "letter"])]
+    likelihood_of: String,
     /// Conditions each item runs under: video, blind, single-frame, shuffled.
     #[arg(long, default_value = "video", value_name = "LIST")]
     conditions: String,
@@ -185,6 +189,7 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
                 &items,
                 &todo,
                 &run::sample_request(&cfg.sampling),
+                a.likelihood_of.parse()?,
                 a.shuffle_seed,
                 &mut log,
                 tick,
@@ -205,6 +210,7 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
         "layout": layout,
         "model": cfg.model.id,
         "mode": mode,
+        "likelihood_of": (mode == Mode::Likelihood).then_some(&a.likelihood_of),
         "sample": cfg.sampling.strategy,
         "max_frames": cfg.sampling.max_frames,
         "max_new_tokens": cfg.generation.max_new_tokens,

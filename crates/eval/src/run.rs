@@ -22,7 +22,7 @@ use crate::{EvalError, Result};
 pub enum Mode {
     /// The model writes an answer; it is scored as the benchmark scores text.
     Generate,
-    /// Each option letter's log-probability as the first answer token; the most likely is the
+    /// Each option's log-probability after the prompt ([`Target`]); the most likely is the
     /// answer (multiple-choice items only).
     Likelihood,
 }
@@ -204,13 +204,47 @@ fn video_frames(frames: Vec<vidlm_pipeline::SampledFrame>) -> Vec<vidlm_models::
         .collect()
 }
 
+/// What likelihood mode scores each option by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The option's text as the answer: the sum of its tokens' log-probabilities after the
+    /// prompt (one forward pass over prompt + option per option).
+    Option,
+    /// The option's letter as the first answer token (one forward pass for all options).
+    Letter,
+}
+
+impl std::str::FromStr for Target {
+    type Err = EvalError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "option" => Ok(Self::Option),
+            "letter" => Ok(Self::Letter),
+            other => Err(EvalError::Config(format!(
+                "unknown likelihood target `{other}` (option or letter)"
+            ))),
+        }
+    }
+}
+
+fn logit_row(logits: &candle_core::Tensor, i: usize) -> Result<Vec<f32>> {
+    logits
+        .get(i)
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec1())
+        .map_err(|e| EvalError::Model(e.into()))
+}
+
 /// Scores one multiple-choice item under its condition by likelihood: the clip through
-/// `model.encode_clip_frames`, one forward pass over the prompt (`prompt_logits`), and each
-/// option letter's log-probability at the last position. Returns the letters' log-probabilities.
+/// `model.encode_clip_frames` once, then for [`Target::Letter`] one forward pass over the prompt
+/// (`prompt_logits`) and each letter's log-probability at its last position, for
+/// [`Target::Option`] one pass over the prompt and each option's tokens (`continuation_logits`)
+/// and the sum of their log-probabilities. Returns one log-probability per option.
 ///
 /// # Errors
-/// [`EvalError::Config`] for an item that is not multiple choice or a letter that is not one
-/// token; model and input errors as they come.
+/// [`EvalError::Config`] for an item that is not multiple choice, a letter that is not one token
+/// or an option without tokens; model and input errors as they come.
 pub fn likelihood_scores(
     model: &mut dyn vidlm_models::VisionLanguageModel,
     tokenizer: &dyn Tokenize,
@@ -218,6 +252,7 @@ pub fn likelihood_scores(
     key: &str,
     item: &EvalItem,
     request: &SampleRequest,
+    target: Target,
 ) -> Result<Vec<f64>> {
     let Truth::Choice { options, .. } = &item.truth else {
         return Err(EvalError::Config(format!(
@@ -225,39 +260,59 @@ pub fn likelihood_scores(
             item.id
         )));
     };
-    let mut letter_ids = Vec::with_capacity(options.len());
-    for &l in &LETTERS[..options.len()] {
-        let ids = tokenizer
-            .ids(&(l as char).to_string())
-            .map_err(EvalError::Config)?;
-        match ids.as_slice() {
-            [id] => letter_ids.push(*id),
-            _ => {
-                return Err(EvalError::Config(format!(
-                    "option letter {} is {} tokens; likelihood mode needs one",
-                    l as char,
-                    ids.len()
-                )))
-            }
-        }
+    let conts: Vec<Vec<u32>> = match target {
+        Target::Letter => LETTERS[..options.len()]
+            .iter()
+            .map(|&l| (l as char).to_string())
+            .collect(),
+        Target::Option => options.clone(),
     }
+    .iter()
+    .map(|t| {
+        let ids = tokenizer.ids(t).map_err(EvalError::Config)?;
+        let ok = match target {
+            Target::Letter => ids.len() == 1,
+            Target::Option => !ids.is_empty(),
+        };
+        if ok {
+            Ok(ids)
+        } else {
+            Err(EvalError::Config(format!(
+                "{}: `{t}` is {} tokens ({})",
+                item.id,
+                ids.len(),
+                match target {
+                    Target::Letter => "a letter must be one",
+                    Target::Option => "an option needs some",
+                }
+            )))
+        }
+    })
+    .collect::<Result<_>>()?;
     let (info, frames, _) = opener.frames(key, request)?;
     let frames = video_frames(frames);
     let groups = model.encode_clip_frames(&frames, frames.len())?;
     let clip = vidlm_models::Clip::new(groups).with_video(info.duration, info.fps);
-    let scored = model.prompt_logits(&clip, &item.prompt)?;
-    let last = scored
-        .logits
-        .dim(0)
-        .map_err(vidlm_models::ModelError::from)?
-        - 1;
-    let row: Vec<f32> = scored
-        .logits
-        .get(last)
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec1())
-        .map_err(vidlm_models::ModelError::from)?;
-    Ok(log_probs(&row, &letter_ids))
+    match target {
+        Target::Letter => {
+            let scored = model.prompt_logits(&clip, &item.prompt)?;
+            let row = logit_row(&scored.logits, scored.ids.len() - 1)?;
+            let ids: Vec<u32> = conts.iter().map(|c| c[0]).collect();
+            Ok(log_probs(&row, &ids))
+        }
+        Target::Option => conts
+            .iter()
+            .map(|cont| {
+                let scored = model.continuation_logits(&clip, &item.prompt, cont)?;
+                let first = scored.ids.len() - cont.len() - 1;
+                let mut sum = 0.0;
+                for (k, &id) in cont.iter().enumerate() {
+                    sum += log_probs(&logit_row(&scored.logits, first + k)?, &[id])[0];
+                }
+                Ok(sum)
+            })
+            .collect(),
+    }
 }
 
 /// Runs `todo` in likelihood mode, appending one record per pair to `log`:
@@ -273,6 +328,7 @@ pub fn run_likelihood(
     items: &[EvalItem],
     todo: &[(usize, Condition)],
     request: &SampleRequest,
+    target: Target,
     seed: u64,
     log: &mut OutputLog,
     mut on_done: impl FnMut(&str, bool),
@@ -292,7 +348,7 @@ pub fn run_likelihood(
             req.from = from;
             req.to = Some(to);
         }
-        let record = match likelihood_scores(model, tokenizer, &opener, &key, item, &req) {
+        let record = match likelihood_scores(model, tokenizer, &opener, &key, item, &req, target) {
             Ok(lp) => {
                 let best = lp
                     .iter()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use vidlm_eval::conditions::{run_key, ConditionOpener, Route};
-use vidlm_eval::run::{likelihood_scores, HfTokenizer, Tokenize};
+use vidlm_eval::run::{likelihood_scores, HfTokenizer, Target, Tokenize};
 use vidlm_eval::Condition;
 use vidlm_pipeline::SampleRequest;
 
@@ -63,7 +63,6 @@ fn option_logprobs_match_transformers() {
                 window: None,
             },
         )]);
-        let opener = ConditionOpener::new(routes, 0);
         let request = SampleRequest {
             strategy: case["vidlm_sample"].as_str().unwrap().into(),
             from: 0.0,
@@ -71,38 +70,74 @@ fn option_logprobs_match_transformers() {
             max_frames: None,
             size: None,
         };
-        let got = likelihood_scores(
-            model.as_mut(),
-            &tokenizer,
-            &opener,
-            &key,
-            &items[0],
-            &request,
-        )
-        .unwrap();
-        let want: Vec<f64> = case["logprobs"]
+        let option_ids: Vec<Vec<u32>> = case["option_ids"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v.as_f64().unwrap())
+            .map(|ids| {
+                ids.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect()
+            })
             .collect();
-        assert_eq!(got.len(), want.len());
-        let worst = got
+        for (o, want) in reference["options"]
+            .as_array()
+            .unwrap()
             .iter()
-            .zip(&want)
-            .map(|(g, w)| (g - w).abs())
-            .fold(0.0, f64::max);
-        eprintln!("{name}: max |vidlm - transformers| = {worst:.2e}");
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                (g - w).abs() < 1e-4,
-                "{name}: {got:?} vs transformers {want:?}"
+            .zip(&option_ids)
+        {
+            assert_eq!(
+                &tokenizer.ids(o.as_str().unwrap()).unwrap(),
+                want,
+                "{name}: {o}"
             );
         }
-        // The options are not all equally likely (so the check is not of a flat distribution).
         assert!(
-            want.iter().any(|w| (w - want[0]).abs() > 1e-3),
-            "{name}: {want:?}"
+            option_ids.iter().any(|ids| ids.len() > 1),
+            "an option of several tokens"
         );
+        for (target, field) in [
+            (Target::Letter, "logprobs"),
+            (Target::Option, "option_logprobs"),
+        ] {
+            // A fresh opener per target: each serves its key once.
+            let opener = ConditionOpener::new(routes.clone(), 0);
+            let got = likelihood_scores(
+                model.as_mut(),
+                &tokenizer,
+                &opener,
+                &key,
+                &items[0],
+                &request,
+                target,
+            )
+            .unwrap();
+            let want: Vec<f64> = case[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(got.len(), want.len());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0, f64::max);
+            eprintln!("{name} {target:?}: max |vidlm - transformers| = {worst:.2e}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{name} {target:?}: {got:?} vs transformers {want:?}"
+                );
+            }
+            // The options are not all equally likely (the check is not of a flat distribution).
+            assert!(
+                want.iter().any(|w| (w - want[0]).abs() > 1e-3),
+                "{name}: {want:?}"
+            );
+        }
     }
 }
