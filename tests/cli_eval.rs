@@ -277,3 +277,63 @@ fn bad_suites_and_flags_are_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown condition `dark`"));
 }
+
+#[test]
+fn published_layouts_run_with_a_video_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let videos = dir.path().join("videos");
+    if !synth(&videos, 1) {
+        return;
+    }
+    // The benchmarks' own video names, as the files of a --video-dir.
+    std::fs::copy(
+        videos.join("position-0.mp4"),
+        videos.join("fFjv93ACGo8.mp4"),
+    )
+    .unwrap();
+    std::fs::copy(videos.join("grounding-0.mp4"), videos.join("3MSZA.mp4")).unwrap();
+    std::fs::copy(videos.join("order-0.mp4"), videos.join("4010069381.mp4")).unwrap();
+    let ann = dir.path().join("ann");
+    std::fs::create_dir(&ann).unwrap();
+    let files = [
+        (
+            "videomme.jsonl",
+            r#"{"video_id": "001", "duration": "short", "domain": "Knowledge", "sub_category": "Humanity & History", "url": "https://www.youtube.com/watch?v=fFjv93ACGo8", "videoID": "fFjv93ACGo8", "question_id": "001-1", "task_type": "Spatial Perception", "question": "Where is the red square?", "options": ["A. Left.", "B. Right.", "C. Top.", "D. Bottom."], "answer": "C"}"#,
+        ),
+        ("charades_sta_test.txt", "3MSZA 1.2 2.9##a white square is shown."),
+        (
+            "nextqa_val.csv",
+            "video,frame_count,width,height,question,answer,qid,type,a0,a1,a2,a3,a4\n4010069381,30,256,192,which colour appears first,1,3,TN,red,green,blue,yellow,cyan",
+        ),
+        (
+            "object_existence.json",
+            r#"[{"video": "fFjv93ACGo8.mp4", "question": "Is there a red square?", "candidates": ["yes", "no"], "answer": "yes"}]"#,
+        ),
+    ];
+    for (name, text) in files {
+        let suite = ann.join(name);
+        std::fs::write(&suite, format!("{text}\n")).unwrap();
+        let out = dir.path().join(format!("out-{name}"));
+        let o = eval_run(&suite, &out, &["--conditions", "video,blind"])
+            .arg("--video-dir")
+            .arg(&videos)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = report(&out);
+        for c in r["conditions"].as_array().unwrap() {
+            assert_eq!(c["overall"]["n"], 1, "{name}: {c}");
+        }
+        if name.starts_with("charades") {
+            let g = &r["conditions"][0]["overall"]["grounding"];
+            assert_eq!(g["n"], 1, "{name}: {g}");
+            assert!(std::fs::read_to_string(out.join("report.md"))
+                .unwrap()
+                .contains("mIoU"));
+        }
+    }
+}
