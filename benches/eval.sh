@@ -57,10 +57,12 @@ done
 python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$sep" \
   "$(metric frames_decoded "$work/video.err")" "$(metric frames_decoded "$work/all.err")" \
   "$(metric frames_decoded "$work/blind.err")" "$(metric frames_decoded "$work/single-frame.err")" \
-  "$(metric frames_decoded "$work/shuffled.err")" <<'PY'
+  "$(metric frames_decoded "$work/shuffled.err")" \
+  "$(metric frames_encoded "$work/all.err")" "$(metric frames_encoded "$work/video.err")" <<'PY'
 import sys
 n, t0, t1, t2, t3, sep = int(sys.argv[1]), *map(float, sys.argv[2:7])
 dv, dall, db, ds, dsh = map(int, sys.argv[7:12])
+eall, ev1 = map(int, sys.argv[12:14])
 batch, ev, allc = t1 - t0, t2 - t1, t3 - t2
 print(f"items: {n}")
 print(f"vidlm batch:          {batch:7.2f} s  {n / batch:6.2f} items/s")
@@ -68,4 +70,6 @@ print(f"vidlm eval run:       {ev:7.2f} s  {n / ev:6.2f} items/s  (eval/batch it
 print(f"4 conditions, 1 run:  {allc:7.2f} s  frames decoded {dall}")
 print(f"4 conditions, 4 runs: {ev + sep:7.2f} s  frames decoded {dv + db + ds + dsh}  "
       f"(one run: {allc / (ev + sep):.3f} of the time, {dall / (dv + db + ds + dsh):.3f} of the decoding)")
+# Encoding is not shared: each condition encodes its own frames (blind and single-frame one each).
+print(f"frames encoded: 4 conditions {eall}, video alone {ev1}")
 PY
