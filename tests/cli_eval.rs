@@ -137,6 +137,48 @@ fn synthetic_suite_under_all_conditions() {
         v
     };
     assert_eq!(answers(&out), answers(&only));
+    // And they are what `vidlm batch` answers to the same prompts about the same files.
+    let (_, items) = vidlm_eval::suite::read_suite(&suite, None).unwrap();
+    let manifest = dir.path().join("batch.jsonl");
+    let lines: String = items
+        .iter()
+        .map(|i| {
+            serde_json::json!({"id": format!("{}#video", i.id), "input": i.video, "question": i.prompt})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&manifest, lines).unwrap();
+    let batch_out = dir.path().join("batch.out.jsonl");
+    let o = vidlm()
+        .arg("batch")
+        .arg(&manifest)
+        .arg("-o")
+        .arg(&batch_out)
+        .args([
+            "--model",
+            &model(),
+            "--sample",
+            "frames:4",
+            "--max-new-tokens",
+            "6",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut batch: Vec<(String, String)> = std::fs::read_to_string(&batch_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["answer"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    batch.sort();
+    assert_eq!(answers(&only), batch);
 
     // Likelihood mode: multiple-choice items only, accuracy near chance for random weights, with
     // the blind control beside it.
