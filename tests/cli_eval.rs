@@ -36,20 +36,27 @@ fn synth(dir: &Path, per_task: usize) -> bool {
     true
 }
 
+/// The model and pipeline flags every run here uses.
+fn run_flags() -> Vec<String> {
+    [
+        "--model",
+        &model(),
+        "--sample",
+        "frames:4",
+        "--max-new-tokens",
+        "6",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn eval_run(suite: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = vidlm();
     c.args(["eval", "run"])
         .arg(suite)
         .arg("--out")
         .arg(out)
-        .args([
-            "--model",
-            &model(),
-            "--sample",
-            "frames:4",
-            "--max-new-tokens",
-            "6",
-        ])
+        .args(run_flags())
         .args(extra);
     c
 }
@@ -155,14 +162,7 @@ fn synthetic_suite_under_all_conditions() {
         .arg(&manifest)
         .arg("-o")
         .arg(&batch_out)
-        .args([
-            "--model",
-            &model(),
-            "--sample",
-            "frames:4",
-            "--max-new-tokens",
-            "6",
-        ])
+        .args(run_flags())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
