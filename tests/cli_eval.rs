@@ -126,13 +126,14 @@ fn synthetic_suite_under_all_conditions() {
     let o = eval_run(&suite, &only, &["--metrics"]).output().unwrap();
     assert!(o.status.success());
     assert_eq!(frames_decoded(&o.stderr), all);
-    // The video condition's answers do not depend on the other conditions run beside it.
-    let answers = |d: &Path| -> Vec<(String, String)> {
+    // No condition's answers depend on the others run beside it (with their decoding and
+    // encodings shared).
+    let answers_of = |d: &Path, cond: &str| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = std::fs::read_to_string(d.join("records.jsonl"))
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|r| r["id"].as_str().unwrap().ends_with("#video"))
+            .filter(|r| r["id"].as_str().unwrap().ends_with(&format!("#{cond}")))
             .map(|r| {
                 (
                     r["id"].as_str().unwrap().into(),
@@ -143,7 +144,44 @@ fn synthetic_suite_under_all_conditions() {
         v.sort();
         v
     };
+    let answers = |d: &Path| answers_of(d, "video");
     assert_eq!(answers(&out), answers(&only));
+    // Reused encodings give the answers of encoding afresh.
+    let all4 = [
+        "--conditions",
+        "video,blind,single-frame,shuffled",
+        "--encode-batch",
+        "1",
+    ];
+    let reused_dir = dir.path().join("reused");
+    let fresh_dir = dir.path().join("fresh");
+    assert!(eval_run(&suite, &reused_dir, &all4)
+        .status()
+        .unwrap()
+        .success());
+    let mut fresh_flags = all4.to_vec();
+    fresh_flags.push("--no-encoding-reuse");
+    assert!(eval_run(&suite, &fresh_dir, &fresh_flags)
+        .status()
+        .unwrap()
+        .success());
+    for cond in ["video", "blind", "single-frame", "shuffled"] {
+        assert_eq!(
+            answers_of(&reused_dir, cond),
+            answers_of(&fresh_dir, cond),
+            "{cond}"
+        );
+    }
+    // The controls reused the video's encodings: single-frame's and shuffled's images are the
+    // video's, blind's black frame is the same for every clip of a size.
+    let groups = &report(&reused_dir)["run"]["encoder_groups"];
+    let (encoded, reused) = (
+        groups["encoded"].as_u64().unwrap(),
+        groups["reused"].as_u64().unwrap(),
+    );
+    assert_eq!(encoded + reused, 16 * (4 + 1 + 1 + 4), "{groups}");
+    assert!(reused >= 16 * 5, "{groups}");
+    assert!(report(&fresh_dir)["run"]["encoder_groups"].is_null());
     // And they are what `vidlm batch` answers to the same prompts about the same files.
     let (_, items) = vidlm_eval::suite::read_suite(&suite, None).unwrap();
     let manifest = dir.path().join("batch.jsonl");

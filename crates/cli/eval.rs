@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde_json::json;
+use vidlm_eval::reuse::ReuseEncodings;
 use vidlm_eval::run::{self, Mode};
 use vidlm_eval::Condition;
 use vidlm_pipeline::batch::{BatchProgress, OutputLog};
@@ -71,6 +72,10 @@ pub struct RunArgs {
     /// Start DIR/records.jsonl over when it exists.
     #[arg(long)]
     overwrite: bool,
+    /// Encode every condition's frames afresh (by default a frame group with the pixels of one
+    /// already encoded reuses its visual tokens).
+    #[arg(long)]
+    no_encoding_reuse: bool,
     /// Run at most this many items (the first N of the suite).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -162,15 +167,30 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
             pb.set_message(format!("{id} {}", if ok { "ok" } else { "failed" }));
         }
     };
+    let mut reuse = None;
     let summary = if todo.is_empty() {
         eprintln!("vidlm: nothing to run: every item has a record");
         None
     } else if mode == Mode::Generate {
-        let pipeline = Pipeline::builder()
+        // The encoder (the second instance with --separate-encoder) reuses the tokens of frames
+        // another condition already encoded.
+        let model = vidlm_pipeline::load_model(&cfg.model)?;
+        let mut builder = Pipeline::builder()
             .config(cfg.clone())
             .source_opener(Box::new(run::opener(&items, &todo, a.shuffle_seed)))
-            .cancel_token(cancel.clone())
-            .build()?;
+            .cancel_token(cancel.clone());
+        if a.no_encoding_reuse {
+            builder = builder.model(model);
+        } else if cfg.workers.separate_encoder {
+            let (enc, counts) = ReuseEncodings::new(vidlm_pipeline::load_model(&cfg.model)?);
+            builder = builder.model(model).encoder_model(Box::new(enc));
+            reuse = Some(counts);
+        } else {
+            let (m, counts) = ReuseEncodings::new(model);
+            builder = builder.model(Box::new(m));
+            reuse = Some(counts);
+        }
+        let pipeline = builder.build()?;
         Some(
             run::run_generate(&pipeline, &items, &todo, &mut log, |p| {
                 if let BatchProgress::ItemDone { id, ok } = p {
@@ -204,6 +224,13 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let (true, Some(Some(m))) = (a.pipeline.metrics, summary.as_ref().map(|s| &s.metrics)) {
         eprintln!("{}", json!({ "metrics": m }));
     }
+    if let Some(c) = &reuse {
+        eprintln!(
+            "vidlm: vision encoder ran on {} frame groups, {} reused across conditions",
+            c.encoded(),
+            c.reused()
+        );
+    }
     let records = run::read_records(&records_path)?;
     let description = json!({
         "suite": a.suite.display().to_string(),
@@ -217,6 +244,7 @@ fn run_suite(a: RunArgs) -> anyhow::Result<ExitCode> {
         "conditions": conditions,
         "shuffle_seed": a.shuffle_seed,
         "items": items.len(),
+        "encoder_groups": reuse.as_ref().map(|c| json!({"encoded": c.encoded(), "reused": c.reused()})),
     });
     let report = vidlm_eval::report::build(description, &items, &conditions, &records);
     write_reports(&a.out, &report)?;

@@ -9,6 +9,7 @@
 //!   served from one decode per video;
 //! - [`run`]: a suite through the pipeline (`generate`) or by option likelihoods;
 //! - [`report`]: accuracy with intervals per task and condition, deltas with McNemar tests;
+//! - [`reuse`]: visual tokens shared across conditions (no second encode of the same pixels);
 //! - [`chart`]: the report as a bar chart (`report.png`);
 //! - [`synth`]: synthetic clips whose answers are true by construction.
 //!
@@ -28,6 +29,7 @@ pub mod chart;
 pub mod conditions;
 mod error;
 pub mod report;
+pub mod reuse;
 pub mod run;
 pub mod score;
 pub mod stats;
