@@ -49,20 +49,23 @@ metric() { grep -o "\"$1\":[0-9.]*" "$2" | head -1 | cut -d: -f2; }
 t0=$(now); "$bin" batch "$work/batch.jsonl" -o "$work/batch.out.jsonl" --overwrite "${flags[@]}" 2>"$work/batch.err" || true; t1=$(now)
 "$bin" eval run "$suite" --out "$work/video" "${flags[@]}" 2>"$work/video.err" || true; t2=$(now)
 "$bin" eval run "$suite" --out "$work/all" --conditions video,blind,single-frame,shuffled "${flags[@]}" 2>"$work/all.err" || true; t3=$(now)
+"$bin" eval run "$suite" --out "$work/fresh" --conditions video,blind,single-frame,shuffled --no-encoding-reuse "${flags[@]}" 2>"$work/fresh.err" || true; t4=$(now)
 sep=0
 for c in blind single-frame shuffled; do
   s0=$(now); "$bin" eval run "$suite" --out "$work/$c" --conditions "$c" "${flags[@]}" 2>"$work/$c.err" || true; s1=$(now)
   sep=$(echo "$sep + $s1 - $s0" | bc -l)
 done
-python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$sep" \
+reused=$(grep -o "[0-9]* frame groups, [0-9]* reused" "$work/all.err" | head -1)
+python3 - "$n" "$t0" "$t1" "$t2" "$t3" "$sep" "$t4" "$reused" \
   "$(metric frames_decoded "$work/video.err")" "$(metric frames_decoded "$work/all.err")" \
   "$(metric frames_decoded "$work/blind.err")" "$(metric frames_decoded "$work/single-frame.err")" \
   "$(metric frames_decoded "$work/shuffled.err")" \
   "$(metric frames_encoded "$work/all.err")" "$(metric frames_encoded "$work/video.err")" <<'PY'
 import sys
-n, t0, t1, t2, t3, sep = int(sys.argv[1]), *map(float, sys.argv[2:7])
-dv, dall, db, ds, dsh = map(int, sys.argv[7:12])
-eall, ev1 = map(int, sys.argv[12:14])
+n, t0, t1, t2, t3, sep, t4 = int(sys.argv[1]), *map(float, sys.argv[2:8])
+reused = sys.argv[8]
+dv, dall, db, ds, dsh = map(int, sys.argv[9:14])
+eall, ev1 = map(int, sys.argv[14:16])
 batch, ev, allc = t1 - t0, t2 - t1, t3 - t2
 print(f"items: {n}")
 print(f"vidlm batch:          {batch:7.2f} s  {n / batch:6.2f} items/s")
@@ -70,6 +73,7 @@ print(f"vidlm eval run:       {ev:7.2f} s  {n / ev:6.2f} items/s  (eval/batch it
 print(f"4 conditions, 1 run:  {allc:7.2f} s  frames decoded {dall}")
 print(f"4 conditions, 4 runs: {ev + sep:7.2f} s  frames decoded {dv + db + ds + dsh}  "
       f"(one run: {allc / (ev + sep):.3f} of the time, {dall / (dv + db + ds + dsh):.3f} of the decoding)")
-# Encoding is not shared: each condition encodes its own frames (blind and single-frame one each).
-print(f"frames encoded: 4 conditions {eall}, video alone {ev1}")
+print(f"4 conditions, 1 run, encodings reused: {allc:7.2f} s (encoder: {reused}); "
+      f"afresh (--no-encoding-reuse): {t4 - t3:7.2f} s (ratio {allc / (t4 - t3):.3f}); "
+      f"frames into the encode stage: {eall} (video alone {ev1})")
 PY
