@@ -10,6 +10,7 @@ mod batch;
 mod common;
 mod frames;
 mod probe;
+mod serve;
 mod summarize;
 
 /// vidlm: summarize videos, ask questions about clips, and run batch jobs over files and streams.
@@ -36,6 +37,8 @@ enum Command {
     Summarize(summarize::Args),
     /// Run summarize/ask jobs over a manifest of files, URLs and streams.
     Batch(batch::Args),
+    /// Serve the models over an OpenAI-compatible HTTP API (chat completions with video).
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Ask(args) => ask::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Batch(args) => batch::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,
