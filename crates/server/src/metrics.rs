@@ -132,11 +132,7 @@ impl Metrics {
             "counter",
             ld(&self.frames_encoded),
         );
-        let stages = self
-            .stages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let stages = *self.stages.lock().unwrap_or_else(|p| p.into_inner());
         let llm = stages.get(Stage::Llm);
         let tps = if llm > 0.0 {
             ld(&self.completion_tokens) / llm
