@@ -457,7 +457,11 @@ fn http_errors_are_openai_error_objects() {
         let r = post(body);
         let shown: String = body.chars().take(80).collect();
         assert_eq!(r.status, *status, "{shown}: {}", r.text());
-        assert!(r.headers.contains("content-type: application/json"), "{}", r.headers);
+        assert!(
+            r.headers.contains("content-type: application/json"),
+            "{}",
+            r.headers
+        );
         let msg = r.error()["message"].as_str().unwrap().to_string();
         assert!(msg.contains(needle), "{shown}: {msg}");
     }
@@ -699,4 +703,190 @@ fn load_16_clients_and_a_full_queue() {
     }
     assert_eq!(refused, 6, "{results:?}");
     assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn summarize_gives_the_reports_of_vidlm_summarize() {
+    let server = Serve::start(&[]);
+    let cli = |format: &str| {
+        let out = vidlm()
+            .args([
+                "summarize",
+                VIDEO,
+                "--model",
+                &fixture_model("smolvlm-tiny-sf2"),
+            ])
+            .args([
+                "--sample",
+                "frames:4",
+                "--max-new-tokens",
+                "8",
+                "--format",
+                format,
+            ])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let body = |format: &str, stream: bool| {
+        serde_json::json!({
+            "model": "tiny", "video": format!("file://{VIDEO}"), "format": format, "stream": stream,
+            "max_tokens": 8, "vidlm": {"sample": "frames:4"},
+        })
+        .to_string()
+    };
+    let r = server.post("/v1/video/summarize", &body("json", false), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut got = r.json();
+    let mut want: serde_json::Value = serde_json::from_str(&cli("json")).unwrap();
+    for v in [&mut got, &mut want] {
+        v.as_object_mut().unwrap().remove("timings");
+    }
+    assert_eq!(got, want);
+    for format in ["srt", "vtt", "md"] {
+        let r = server.post("/v1/video/summarize", &body(format, false), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), cli(format), "{format}");
+    }
+    // Streamed: the segments as they are described, then the result.
+    let r = server.post("/v1/video/summarize", &body("srt", true), None);
+    assert!(r.headers.contains("text/event-stream"), "{}", r.headers);
+    let events: Vec<serde_json::Value> = r
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let (last, segments) = events.split_last().unwrap();
+    assert!(
+        !segments.is_empty() && segments.iter().all(|e| e["type"] == "segment"),
+        "{events:?}"
+    );
+    assert_eq!(last["type"], "result");
+    assert_eq!(last["content"].as_str().unwrap(), cli("srt"));
+    let r = server.post(
+        "/v1/video/summarize",
+        &serde_json::json!({"video": format!("file://{VIDEO}"), "format": "pdf"}).to_string(),
+        None,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error()["param"], "format");
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+/// Serves `body` over HTTP on a loopback port for each connection (up to `n`), or, with `None`,
+/// accepts and never answers.
+fn http_file_server(body: Option<Vec<u8>>, n: usize) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().take(n) {
+            let mut c = c.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            match &body {
+                Some(b) => {
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        b.len()
+                    );
+                    let _ = c.write_all(b);
+                }
+                None => held.push(c),
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn remote_media_is_fetched_within_limits_only_when_allowed() {
+    let video = std::fs::read(root().join(VIDEO)).unwrap();
+    let files = http_file_server(Some(video.clone()), 2);
+    let silent = http_file_server(None, 1);
+    let server = Serve::start(&[
+        "--allow-remote-media",
+        "--remote-max-bytes",
+        "2M",
+        "--remote-timeout",
+        "2s",
+    ]);
+    let extra =
+        serde_json::json!({"max_tokens": 6, "media_io_kwargs": {"video": {"num_frames": 3}}});
+    let want = server.chat(&video_request(VIDEO, extra.clone())).json();
+    let remote = |url: String| {
+        let mut r = video_request(VIDEO, extra.clone());
+        r["messages"][0]["content"][0]["video_url"]["url"] = url.into();
+        server.chat(&r)
+    };
+    let got = remote(format!("http://{files}/clip.mp4"));
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        got.json()["choices"][0]["message"],
+        want["choices"][0]["message"]
+    );
+    let r = remote(format!("http://{silent}/clip.mp4"));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot fetch"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(server.stop().code(), Some(0));
+
+    let server = Serve::start(&["--allow-remote-media", "--remote-max-bytes", "500K"]);
+    let r = {
+        let mut req = video_request(VIDEO, extra.clone());
+        req["messages"][0]["content"][0]["video_url"]["url"] =
+            format!("http://{files}/clip.mp4").into();
+        server.chat(&req)
+    };
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the server's limit"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn sigterm_stops_accepting_cancels_after_the_timeout_and_exits_0() {
+    let server = Serve::start(&["--shutdown-timeout", "1s"]);
+    let mut long = open_stream(server.addr, &long_request(true));
+    read_events(&mut long, |_| true);
+    let addr = server.addr;
+    let reader = std::thread::spawn(move || read_events(&mut long, |d| d == "[DONE]"));
+    let status = server.stop();
+    assert_eq!(status.code(), Some(0));
+    // The stream in flight ended: its answer, or the cancellation as an error event.
+    let events = reader.join().unwrap();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let before = &events[events.len() - 2];
+    assert!(
+        before.contains("finish_reason\":\"") || before.contains("shutting down"),
+        "{before}"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after exit"
+    );
 }

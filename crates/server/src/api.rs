@@ -13,6 +13,42 @@ pub struct ChatRequest {
     pub model: Option<String>,
     /// The conversation; the last user message is the question.
     pub messages: Vec<Message>,
+    /// Text that ends the answer (not included): one string or up to four.
+    pub stop: Option<Stop>,
+    /// Answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// `include_usage`: a last chunk with the usage.
+    pub stream_options: Option<StreamOptions>,
+    /// Choices per request; only 1 is supported.
+    pub n: Option<usize>,
+    /// Sampling and generation settings.
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+/// `POST /v1/video/summarize`'s body: one video, the output format, and the same settings as a
+/// chat request.
+#[derive(Debug, Deserialize)]
+pub struct SummarizeRequest {
+    /// The model id; the first served model when absent.
+    pub model: Option<String>,
+    /// The video's URL (`file://`, `data:` or `http(s)://`).
+    pub video: String,
+    /// `json` (default), `md`, `srt` or `vtt`.
+    pub format: Option<String>,
+    /// Progress (each described segment) and the result as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Sampling and generation settings.
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+/// The settings both requests take: generation (OpenAI's names) and sampling (the
+/// `media_io_kwargs` extension and vidlm's own object).
+#[derive(Debug, Default, Deserialize)]
+pub struct Settings {
     /// Most tokens to generate (deprecated name).
     pub max_tokens: Option<usize>,
     /// Most tokens to generate.
@@ -23,15 +59,6 @@ pub struct ChatRequest {
     pub top_p: Option<f64>,
     /// Sampler seed.
     pub seed: Option<u64>,
-    /// Text that ends the answer (not included): one string or up to four.
-    pub stop: Option<Stop>,
-    /// Answer as server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-    /// `include_usage`: a last chunk with the usage.
-    pub stream_options: Option<StreamOptions>,
-    /// Choices per request; only 1 is supported.
-    pub n: Option<usize>,
     /// `{"video": {"fps": .., "num_frames": ..}}`, as vLLM and lmms-eval send it.
     pub media_io_kwargs: Option<MediaIoKwargs>,
     /// vidlm's own settings.
@@ -305,6 +332,46 @@ impl ChatRequest {
             }
         };
 
+        let (config, from, to) = self.settings.apply(base, limits)?;
+        let stop = match self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        };
+        if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
+            return Err(ApiError::bad_param(
+                "stop",
+                "stop: up to 4 non-empty strings",
+            ));
+        }
+        Ok(Prepared {
+            model,
+            question,
+            media,
+            config,
+            from,
+            to,
+            stop,
+            stream: self.stream,
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+        })
+    }
+}
+
+impl Settings {
+    /// `base` (the server's configuration) with these settings applied, and the time range.
+    ///
+    /// # Errors
+    /// 400 naming the field: an unknown sampling or pooling spec, out-of-range values, a range
+    /// that ends before it starts.
+    pub fn apply(
+        &self,
+        base: &PipelineConfig,
+        limits: RequestLimits,
+    ) -> Result<(PipelineConfig, Option<f64>, Option<f64>), ApiError> {
         let mut cfg = base.clone();
         let ext = self.vidlm.as_ref();
         let video_kw = self.media_io_kwargs.as_ref().and_then(|m| m.video.as_ref());
@@ -401,30 +468,17 @@ impl ChatRequest {
         }
         cfg.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let stop = match self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s],
-            Some(Stop::Many(v)) => v,
-        };
-        if stop.len() > 4 || stop.iter().any(|s| s.is_empty()) {
-            return Err(ApiError::bad_param(
-                "stop",
-                "stop: up to 4 non-empty strings",
-            ));
-        }
-        Ok(Prepared {
-            model,
-            question,
-            media,
-            config: cfg,
-            from,
-            to,
-            stop,
-            stream: self.stream,
-            include_usage: self
-                .stream_options
-                .as_ref()
-                .is_some_and(|o| o.include_usage),
-        })
+        Ok((cfg, from, to))
+    }
+}
+
+impl SummarizeRequest {
+    /// Parses a body.
+    ///
+    /// # Errors
+    /// 400 with serde's message.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
     }
 }

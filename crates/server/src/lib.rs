@@ -21,6 +21,7 @@ pub mod media;
 mod metrics;
 pub mod model;
 mod routes;
+mod summarize;
 mod worker;
 
 use std::net::SocketAddr;

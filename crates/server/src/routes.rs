@@ -20,7 +20,7 @@ use vidlm_pipeline::PipelineConfig;
 
 use crate::api::{ChatRequest, MediaRef, RequestLimits};
 use crate::media::MediaPolicy;
-use crate::worker::{Completion, Job, JobEvent, JobInput, LoadState, ModelWorker};
+use crate::worker::{Completion, Job, JobEvent, JobInput, JobTask, LoadState, ModelWorker};
 use crate::{ApiError, Metrics, ServerError};
 
 /// What every handler shares.
@@ -40,7 +40,7 @@ pub(crate) struct AppState {
     pub ids: AtomicU64,
 }
 
-type App = State<Arc<AppState>>;
+pub(crate) type App = State<Arc<AppState>>;
 
 impl AppState {
     fn check_key(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -68,7 +68,7 @@ impl AppState {
         }
     }
 
-    fn worker(&self, id: Option<&str>) -> Result<&Arc<ModelWorker>, ApiError> {
+    pub(crate) fn worker(&self, id: Option<&str>) -> Result<&Arc<ModelWorker>, ApiError> {
         match id {
             None => Ok(&self.workers[0]),
             Some(id) => self.workers.iter().find(|w| w.id == id).ok_or_else(|| {
@@ -108,6 +108,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/video/summarize", post(crate::summarize::summarize))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -149,7 +150,7 @@ pub(crate) async fn serve(
 }
 
 /// Runs `f`'s result through the request counter and OpenAI's error body.
-fn respond(state: &AppState, path: &str, r: Result<Response, ApiError>) -> Response {
+pub(crate) fn respond(state: &AppState, path: &str, r: Result<Response, ApiError>) -> Response {
     let resp = r.unwrap_or_else(|e| {
         tracing::debug!(path, error = %e, "request failed");
         e.into_response()
@@ -321,6 +322,7 @@ async fn chat_inner(
     let model = prepared.model.clone();
     worker.submit(Job {
         prepared,
+        task: JobTask::Ask,
         input,
         events: tx,
     })?;
@@ -332,9 +334,9 @@ async fn chat_inner(
     if !stream {
         loop {
             match rx.recv().await {
-                Some(JobEvent::Started | JobEvent::Text(_)) => {}
                 Some(JobEvent::Done(c)) => return Ok(Json(meta.completion(&c)).into_response()),
                 Some(JobEvent::Error(e)) => return Err(e),
+                Some(_) => {}
                 None => return Err(ApiError::internal("the model's worker dropped the request")),
             }
         }
@@ -379,6 +381,7 @@ async fn chat_inner(
 
 /// What every chunk of one completion repeats.
 pub(crate) struct ChunkMeta {
+    /// The completion's id.
     id: String,
     created: u64,
     model: String,
@@ -435,7 +438,7 @@ struct SseState {
 impl SseState {
     fn on_event(&mut self, ev: JobEvent) {
         match ev {
-            JobEvent::Started => {}
+            JobEvent::Started | JobEvent::Segment(_) | JobEvent::Summary(_) => {}
             JobEvent::Text(t) => self
                 .queue
                 .push_back(self.meta.chunk(serde_json::json!({"content": t}), None)),

@@ -34,6 +34,10 @@ pub(crate) enum JobEvent {
     Text(String),
     /// The whole answer.
     Done(Completion),
+    /// A summarize job described a segment.
+    Segment(vidlm_pipeline::Segment),
+    /// A summarize job's report, rendered in the format asked for.
+    Summary(String),
     /// The job failed.
     Error(ApiError),
 }
@@ -56,9 +60,22 @@ pub(crate) enum JobInput {
     Images(Vec<VideoFrame>),
 }
 
+/// What a video job asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JobTask {
+    /// A chat answer to the prepared question.
+    Ask,
+    /// `vidlm summarize`'s report on the video, named `name` in it.
+    Summarize {
+        format: vidlm_pipeline::OutputFormat,
+        name: String,
+    },
+}
+
 /// A queued request.
 pub(crate) struct Job {
     pub prepared: Prepared,
+    pub task: JobTask,
     pub input: JobInput,
     pub events: UnboundedSender<JobEvent>,
 }
@@ -269,10 +286,14 @@ impl ModelWorker {
                     JobInput::Video(m) => m.path().to_string_lossy().into_owned(),
                     _ => unreachable!("a video batch holds video jobs"),
                 };
+                let base = match &j.task {
+                    JobTask::Ask => JobSpec::ask(i.to_string(), path, j.prepared.question.clone()),
+                    JobTask::Summarize { .. } => JobSpec::summarize(i.to_string(), path),
+                };
                 JobSpec {
                     from: j.prepared.from,
                     to: j.prepared.to,
-                    ..JobSpec::ask(i.to_string(), path, j.prepared.question.clone())
+                    ..base
                 }
             })
             .collect();
@@ -291,7 +312,18 @@ impl ModelWorker {
                         jobs[*job].send(JobEvent::Text(out));
                     }
                 }
+                Event::Segment { job, segment } => {
+                    if jobs[*job].task != JobTask::Ask {
+                        jobs[*job].send(JobEvent::Segment(segment.clone()));
+                    }
+                }
                 Event::Finished { job, output } => {
+                    if let (JobOutput::Summary(out), JobTask::Summarize { format, name }) =
+                        (output, &jobs[*job].task)
+                    {
+                        let report = pipeline.summary_report(name, out.clone());
+                        jobs[*job].send(JobEvent::Summary(report.render(*format)));
+                    }
                     if let JobOutput::Answer(a) = output {
                         let f = &mut filters[*job];
                         let rest = f.finish();
@@ -321,7 +353,6 @@ impl ModelWorker {
                 Event::Failed { job, error } => {
                     jobs[*job].send(JobEvent::Error(ApiError::bad_request(error.clone())))
                 }
-                Event::Segment { .. } => {}
             });
             done.store(true, Ordering::SeqCst);
             report
