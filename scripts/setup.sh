@@ -26,16 +26,16 @@ if [ ! -e .cuda/nvidia/cu13/lib/libnvrtc.so.13 ]; then
     nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96
 fi
 
-# The official openai Python client, which tests/cli_serve.rs drives `vidlm serve` with, in a venv
-# of its own (.venv-ci/, git-ignored).
-if ! .venv-ci/bin/python -c "import openai" 2>/dev/null; then
+# The official openai Python client, which tests/cli_serve.rs drives `vidlm serve` with, and
+# prometheus-client, which parses its /metrics, in a venv of their own (.venv-ci/, git-ignored).
+if ! .venv-ci/bin/python -c "import openai, prometheus_client" 2>/dev/null; then
   python3 -m venv .venv-ci 2>/dev/null || {
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
     python3 -m venv .venv-ci
   }
-  .venv-ci/bin/python -m pip install -q --disable-pip-version-check "openai==3.57.0"
+  .venv-ci/bin/python -m pip install -q --disable-pip-version-check "openai==3.57.0" "prometheus-client==0.26.0"
 fi
 
 bash samples/make-synthetic.sh

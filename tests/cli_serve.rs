@@ -231,7 +231,7 @@ fn venv_python() -> Option<PathBuf> {
     let py = root().join(".venv-ci/bin/python");
     let ok = py.exists()
         && Command::new(&py)
-            .args(["-c", "import openai"])
+            .args(["-c", "import openai, prometheus_client"])
             .status()
             .is_ok_and(|s| s.success());
     if ok {
@@ -239,9 +239,9 @@ fn venv_python() -> Option<PathBuf> {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "CI: .venv-ci with the openai package is missing (scripts/setup.sh makes it)"
+        "CI: .venv-ci with the openai and prometheus-client packages is missing (scripts/setup.sh makes it)"
     );
-    eprintln!("skipping: .venv-ci with the openai package is missing (run scripts/setup.sh)");
+    eprintln!("skipping: .venv-ci with the openai and prometheus-client packages is missing (run scripts/setup.sh)");
     None
 }
 
@@ -335,6 +335,34 @@ fn openai_client_gets_the_answers_of_vidlm_ask() {
         got["image"]["completion_tokens"],
         want["usage"]["generated_tokens"]
     );
+
+    // Prometheus' parser reads /metrics: 4 answered and 3 refused chat requests, their tokens.
+    let m = &got["metrics"];
+    let chat = |status: u16| {
+        m[format!("vidlm_requests_total|path=/v1/chat/completions|status={status}")].as_f64()
+    };
+    assert_eq!(chat(200), Some(4.0), "{m}");
+    assert_eq!(chat(404), Some(1.0), "{m}");
+    assert_eq!(chat(403), Some(1.0), "{m}");
+    assert_eq!(chat(400), Some(1.0), "{m}");
+    assert_eq!(m["vidlm_requests_total|path=/v1/models|status=200"], 1.0);
+    let completion: u64 = ["video", "stream", "ranged", "image"]
+        .iter()
+        .map(|k| got[k]["completion_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        m["vidlm_completion_tokens_total"].as_f64(),
+        Some(completion as f64)
+    );
+    assert_eq!(m["vidlm_queue_depth|model=tiny"], 0.0);
+    assert!(m["vidlm_frames_decoded_total"].as_f64().unwrap() >= 4.0 + 4.0 + 3.0);
+    assert!(
+        m["vidlm_stage_busy_seconds_total|stage=encode"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(m["vidlm_tokens_per_second"].as_f64().unwrap() > 0.0);
 
     let e = &got["errors"];
     assert_eq!(
@@ -660,6 +688,9 @@ fn load_16_clients_and_a_full_queue() {
         percentile(&lat, 0.95)
     );
     assert_eq!(server.metric("vidlm_queue_depth{model=\"tiny\"}"), 0.0);
+    // Memory stays bounded: the tiny model, 16 clients' frames and answers fit well under 2 GB.
+    let kb: u64 = rss.trim_end_matches(" kB").trim().parse().unwrap();
+    assert!(kb < 2 << 20, "peak RSS {rss}");
     assert_eq!(server.stop().code(), Some(0));
 
     // A queue of 2 behind a long job: of 8 more requests, 2 wait and 6 are refused with 429.
@@ -889,4 +920,61 @@ fn sigterm_stops_accepting_cancels_after_the_timeout_and_exits_0() {
         TcpStream::connect(addr).is_err(),
         "still accepting after exit"
     );
+}
+
+#[test]
+fn a_model_that_fails_to_load_answers_503() {
+    let mut child = vidlm()
+        .args([
+            "serve",
+            "--model",
+            "broken=/nonexistent/model",
+            "--port",
+            "0",
+        ])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = lines
+        .find_map(|l| {
+            l.ok()?
+                .strip_prefix("vidlm serve: listening on http://")
+                .map(|a| a.parse().unwrap())
+        })
+        .expect("listening line");
+    let server = Serve { child, addr };
+    // The load fails at once; poll (bounded) until it is reported.
+    let mut health = server.get("/health", None);
+    for _ in 0..300 {
+        if health.text().contains("failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        health = server.get("/health", None);
+    }
+    assert_eq!(health.status, 503);
+    assert!(
+        health.json()["models"]["broken"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: "),
+        "{}",
+        health.text()
+    );
+    let r = server.chat(&video_request(
+        VIDEO,
+        serde_json::json!({"model": "broken"}),
+    ));
+    assert_eq!(r.status, 503);
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to load"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(server.stop().code(), Some(0));
 }

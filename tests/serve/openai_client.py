@@ -9,6 +9,8 @@ import json
 import sys
 
 import openai
+import urllib.request
+from prometheus_client.parser import text_string_to_metric_families
 
 base_url, model, video, image, question = sys.argv[1:6]
 client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
@@ -120,5 +122,14 @@ try:
 except openai.BadRequestError as e:
     errors["not_a_video"] = [e.status_code, e.message]
 out["errors"] = errors
+
+# /metrics as Prometheus' own parser reads it.
+text = urllib.request.urlopen(base_url.removesuffix("/v1") + "/metrics", timeout=30).read().decode()
+metrics = {}
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        key = s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items()))
+        metrics[key] = s.value
+out["metrics"] = metrics
 
 print(json.dumps(out))
