@@ -31,9 +31,24 @@ impl Serve {
     /// Starts `vidlm serve --model tiny=<fixture> --port 0` with `extra` flags, the repository
     /// as media root, and waits (bounded) until `/health` answers 200.
     fn start(extra: &[&str]) -> Serve {
+        let s = Serve::spawn(
+            &format!("tiny={}", fixture_model("smolvlm-tiny-sf2")),
+            extra,
+        );
+        for _ in 0..600 {
+            if s.get("/health", None).status == 200 {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the model did not load");
+    }
+
+    /// Starts `vidlm serve --model MODEL` and waits (bounded) for its address line; stderr is
+    /// drained by a thread.
+    fn spawn(model: &str, extra: &[&str]) -> Serve {
         let mut child = vidlm()
-            .args(["serve", "--model"])
-            .arg(format!("tiny={}", fixture_model("smolvlm-tiny-sf2")))
+            .args(["serve", "--model", model])
             .args(["--port", "0", "--media-root"])
             .arg(root())
             .args(extra)
@@ -56,14 +71,7 @@ impl Serve {
             .recv_timeout(Duration::from_secs(120))
             .expect("vidlm serve printed its address");
         assert!(addr.ip().is_loopback(), "{addr}");
-        let s = Serve { child, addr };
-        for _ in 0..600 {
-            if s.get("/health", None).status == 200 {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the model did not load");
+        Serve { child, addr }
     }
 
     fn request(&self, raw: &[u8]) -> Response {
@@ -924,27 +932,7 @@ fn sigterm_stops_accepting_cancels_after_the_timeout_and_exits_0() {
 
 #[test]
 fn a_model_that_fails_to_load_answers_503() {
-    let mut child = vidlm()
-        .args([
-            "serve",
-            "--model",
-            "broken=/nonexistent/model",
-            "--port",
-            "0",
-        ])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: SocketAddr = lines
-        .find_map(|l| {
-            l.ok()?
-                .strip_prefix("vidlm serve: listening on http://")
-                .map(|a| a.parse().unwrap())
-        })
-        .expect("listening line");
-    let server = Serve { child, addr };
+    let server = Serve::spawn("broken=/nonexistent/model", &[]);
     // The load fails at once; poll (bounded) until it is reported.
     let mut health = server.get("/health", None);
     for _ in 0..300 {
