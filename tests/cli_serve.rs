@@ -966,3 +966,68 @@ fn a_model_that_fails_to_load_answers_503() {
     );
     assert_eq!(server.stop().code(), Some(0));
 }
+
+/// The fenced block after `<!-- serve-example: NAME -->` in the README.
+fn readme_example(name: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let marker = format!("<!-- serve-example: {name} -->");
+    let after = &readme[readme.find(&marker).expect("example marker") + marker.len()..];
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+#[test]
+fn the_readme_examples_work_as_written() {
+    let server = Serve::start(&[]);
+    let port = |s: String| s.replace("127.0.0.1:8080", &server.addr.to_string());
+    let curl = port(readme_example("curl"));
+    let out = Command::new("sh")
+        .args(["-c", &curl])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = ask(&[
+        VIDEO,
+        "What happens in this video?",
+        "--sample",
+        "frames:8",
+        "--max-new-tokens",
+        "32",
+    ]);
+    assert_eq!(v["choices"][0]["message"]["content"], want["answer"]);
+
+    let Some(py) = venv_python() else { return };
+    let out = Command::new(py)
+        .args(["-c", &port(readme_example("openai"))])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = ask(&[
+        VIDEO,
+        "What happens in this video?",
+        "--sample",
+        "fps:1",
+        "--from",
+        "1",
+        "--to",
+        "4",
+        "--max-new-tokens",
+        "32",
+    ]);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed, format!("{}\n", want["answer"].as_str().unwrap()));
+    assert_eq!(server.stop().code(), Some(0));
+}
