@@ -389,7 +389,15 @@ fn openai_client_gets_the_answers_of_vidlm_ask() {
 
 #[test]
 fn http_errors_are_openai_error_objects() {
-    let server = Serve::start(&["--api-key", "sekrit", "--max-body", "64K"]);
+    let second = format!("second={}", fixture_model("smolvlm-tiny-sf2"));
+    let server = Serve::start(&[
+        "--api-key",
+        "sekrit",
+        "--max-body",
+        "64K",
+        "--model",
+        &second,
+    ]);
     let key = Some("sekrit");
     let ok = video_request(
         VIDEO,
@@ -410,10 +418,18 @@ fn http_errors_are_openai_error_objects() {
             .status,
         200
     );
-    assert_eq!(
-        server.get("/v1/models", key).json()["data"][0]["id"],
-        "tiny"
-    );
+    let ids: Vec<serde_json::Value> = server.get("/v1/models", key).json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, ["tiny", "second"]);
+    let mut to_second = ok.clone();
+    to_second["model"] = "second".into();
+    let r = server.post("/v1/chat/completions", &to_second.to_string(), key);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "second");
 
     let post = |body: &str| server.post("/v1/chat/completions", body, key);
     let with_content = |parts: serde_json::Value| {
@@ -611,6 +627,27 @@ fn a_client_hanging_up_mid_stream_frees_its_slot() {
     let v = server.chat(&small).json();
     assert_eq!(v["choices"][0]["message"]["content"], want);
     assert_eq!(server.metric("vidlm_requests_cancelled_total"), 2.0);
+
+    // A client of a plain (not streamed) request that hangs up cancels it too.
+    let a = open_stream(server.addr, &long_request(false));
+    for _ in 0..600 {
+        if server.metric("vidlm_requests_in_flight") >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(a);
+    for _ in 0..600 {
+        if server.metric("vidlm_requests_cancelled_total") >= 3.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.metric("vidlm_requests_cancelled_total"), 3.0);
+    assert_eq!(
+        server.chat(&small).json()["choices"][0]["message"]["content"],
+        want
+    );
     assert_eq!(server.stop().code(), Some(0));
 }
 

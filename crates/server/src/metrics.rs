@@ -162,12 +162,10 @@ impl Metrics {
     }
 }
 
-fn stage_name(s: Stage) -> &'static str {
-    match s {
-        Stage::Decode => "decode",
-        Stage::Preprocess => "preprocess",
-        Stage::Encode => "encode",
-        Stage::Pool => "pool",
-        Stage::Llm => "llm",
+/// The stage's name as the pipeline serializes it (`decode`, `encode`, ...).
+fn stage_name(s: Stage) -> String {
+    match serde_json::to_value(s) {
+        Ok(serde_json::Value::String(n)) => n,
+        _ => format!("{s:?}").to_lowercase(),
     }
 }
