@@ -397,6 +397,8 @@ fn http_errors_are_openai_error_objects() {
         "64K",
         "--model",
         &second,
+        "--max-duration",
+        "30s",
     ]);
     let key = Some("sekrit");
     let ok = video_request(
@@ -504,6 +506,16 @@ fn http_errors_are_openai_error_objects() {
             "must be after",
         ),
         ("x".repeat(70 * 1024), 413, "--max-body"),
+        (
+            video_request(LONG_VIDEO, serde_json::json!({})).to_string(),
+            400,
+            "55.1 s of video asked about",
+        ),
+        (
+            video_request(LONG_VIDEO, serde_json::json!({"vidlm": {"from": 10}})).to_string(),
+            400,
+            "45.1 s",
+        ),
     ];
     for (body, status, needle) in &cases {
         let r = post(body);

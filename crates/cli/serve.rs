@@ -67,6 +67,9 @@ pub struct Args {
     /// Most frames one request may sample.
     #[arg(long, default_value_t = 256)]
     max_frames: usize,
+    /// Most video one request may ask about (its from..to of the duration), e.g. 60m or 600s.
+    #[arg(long, default_value = "60m")]
+    max_duration: String,
     /// Fetch http(s):// media named in requests.
     #[arg(long)]
     allow_remote_media: bool,
@@ -156,6 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.max_queue = args.max_queue;
     config.max_batch = args.max_batch;
     config.max_frames = args.max_frames;
+    config.max_duration =
+        Duration::from_secs_f64(parse_duration(&args.max_duration).context("--max-duration")?);
     config.allow_remote_media = args.allow_remote_media;
     config.remote_max_bytes = args.remote_max_bytes;
     config.remote_timeout =

@@ -256,6 +256,8 @@ pub struct RequestLimits {
     pub max_tokens: usize,
     /// Most frames a request may sample.
     pub max_frames: usize,
+    /// Most seconds of video a request may ask about.
+    pub max_seconds: f64,
 }
 
 impl ChatRequest {

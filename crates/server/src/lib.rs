@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub max_tokens: usize,
     /// Most frames a request may sample.
     pub max_frames: usize,
+    /// Most seconds of video a request may ask about (its `from`..`to` of the duration).
+    pub max_duration: Duration,
     /// Fetch `http(s)://` media.
     pub allow_remote_media: bool,
     /// Most bytes of one fetched media item.
@@ -102,7 +104,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The defaults: 127.0.0.1:8080, the current directory as media root, 256 MiB bodies, 16
-    /// queued requests, no API key, no remote media.
+    /// queued requests, an hour of video a request, no API key, no remote media.
     pub fn new(models: Vec<ServedModelSpec>) -> Self {
         Self {
             models,
@@ -116,6 +118,7 @@ impl ServerConfig {
             max_batch: 8,
             max_tokens: 4096,
             max_frames: 256,
+            max_duration: Duration::from_secs(3600),
             allow_remote_media: false,
             remote_max_bytes: 256 << 20,
             remote_timeout: Duration::from_secs(30),
@@ -196,6 +199,7 @@ impl Server {
             limits: api::RequestLimits {
                 max_tokens: config.max_tokens,
                 max_frames: config.max_frames,
+                max_seconds: config.max_duration.as_secs_f64(),
             },
             base: config.pipeline.clone(),
             api_key: config.api_key.clone(),

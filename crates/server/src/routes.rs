@@ -256,15 +256,23 @@ pub(crate) fn admit(
 }
 
 /// Resolves a request's media off the async runtime: files checked against the media root,
-/// `data:` payloads decoded, remote media fetched, images decoded.
+/// `data:` payloads decoded, remote media fetched, images decoded, and a video's span
+/// (`from`..`to` of its duration) checked against the server's limit.
 pub(crate) async fn resolve_input(
     state: &AppState,
     media: &MediaRef,
+    from: Option<f64>,
+    to: Option<f64>,
 ) -> Result<JobInput, ApiError> {
     let policy = state.media.clone();
     let media = media.clone();
+    let max_seconds = state.limits.max_seconds;
     tokio::task::spawn_blocking(move || match media {
-        MediaRef::Video(url) => policy.video(&url).map(JobInput::Video),
+        MediaRef::Video(url) => {
+            let local = policy.video(&url)?;
+            check_span(&url, &local, from, to, max_seconds)?;
+            Ok(JobInput::Video(local))
+        }
         MediaRef::Images(urls) => urls
             .iter()
             .map(|u| policy.bytes(u).and_then(|b| decode_image(u, &b)))
@@ -273,6 +281,34 @@ pub(crate) async fn resolve_input(
     })
     .await
     .map_err(|e| ApiError::internal(format!("media task failed: {e}")))?
+}
+
+/// 400 when the part of the video asked about is longer than `max_seconds`. A file that does not
+/// probe is left to the decoder, whose error the job reports.
+fn check_span(
+    url: &str,
+    local: &crate::media::LocalMedia,
+    from: Option<f64>,
+    to: Option<f64>,
+    max_seconds: f64,
+) -> Result<(), ApiError> {
+    vidlm_media::init();
+    let input = vidlm_media::Input::parse(&local.path().to_string_lossy());
+    let Some(duration) = vidlm_media::probe(&input).ok().and_then(|i| i.duration) else {
+        return Ok(());
+    };
+    let span = to.unwrap_or(duration).min(duration) - from.unwrap_or(0.0);
+    if span > max_seconds {
+        let shown: String = url.chars().take(60).collect();
+        return Err(ApiError::bad_param(
+            "vidlm.to",
+            format!(
+                "{shown}: {span:.1} s of video asked about, over the server's limit of {max_seconds} s \
+                 (--max-duration); ask about a part with vidlm.from/vidlm.to"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn decode_image(url: &str, bytes: &[u8]) -> Result<VideoFrame, ApiError> {
@@ -316,7 +352,7 @@ async fn chat_inner(
         )));
     }
     let prepared = req.prepare(worker.id.clone(), &state.base, state.limits)?;
-    let input = resolve_input(state, &prepared.media).await?;
+    let input = resolve_input(state, &prepared.media, prepared.from, prepared.to).await?;
     let (tx, mut rx) = unbounded_channel();
     let (stream, include_usage) = (prepared.stream, prepared.include_usage);
     let model = prepared.model.clone();

@@ -53,7 +53,7 @@ async fn summarize_inner(
         )?;
     let (config, from, to) = req.settings.apply(&state.base, state.limits)?;
     let media = MediaRef::Video(req.video.clone());
-    let input = resolve_input(state, &media).await?;
+    let input = resolve_input(state, &media, from, to).await?;
     // The report names the video as given (a data: payload by its scheme only).
     let name = if req.video.starts_with("data:") {
         "data:".to_string()
