@@ -132,9 +132,15 @@ impl PipelineArgs {
 
     /// Loads the model and builds the pipeline, with Ctrl-C wired to its cancel token.
     pub fn build(&self) -> anyhow::Result<Pipeline> {
-        let cfg = self.config()?;
         let cancel = CancelToken::new();
         install_ctrlc(&cancel)?;
+        self.build_with_token(cancel)
+    }
+
+    /// Loads the model and builds the pipeline with `cancel` as its token, for callers that
+    /// handle signals themselves (`vidlm worker`).
+    pub fn build_with_token(&self, cancel: CancelToken) -> anyhow::Result<Pipeline> {
+        let cfg = self.config()?;
         Ok(Pipeline::builder()
             .config(cfg)
             .cancel_token(cancel)

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ask;
 mod batch;
 mod common;
+mod fleet;
 mod frames;
 mod probe;
 mod summarize;
@@ -36,6 +37,14 @@ enum Command {
     Summarize(summarize::Args),
     /// Run summarize/ask jobs over a manifest of files, URLs and streams.
     Batch(batch::Args),
+    /// Queue a manifest's jobs on a NATS JetStream server for `vidlm worker`s.
+    Submit(fleet::SubmitArgs),
+    /// Run queued jobs (as `vidlm batch` would) and store their results in the queue.
+    Worker(fleet::WorkerArgs),
+    /// Collect the queue's result records into one JSONL file.
+    Results(fleet::ResultsArgs),
+    /// Print the queue's pending, in-progress, done and failed counts.
+    Status(fleet::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +58,10 @@ fn main() -> ExitCode {
         Command::Ask(args) => ask::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Batch(args) => batch::run(args),
+        Command::Submit(args) => fleet::submit(args),
+        Command::Worker(args) => fleet::worker(args),
+        Command::Results(args) => fleet::results(args),
+        Command::Status(args) => fleet::status(args),
     };
     match result {
         Ok(code) => code,
