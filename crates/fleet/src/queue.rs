@@ -158,11 +158,7 @@ impl Queue {
         let url = opts.redacted_url();
         let mut connect = async_nats::ConnectOptions::new()
             .name("vidlm")
-            .connection_timeout(Duration::from_secs(5))
-            .event_callback(|event| async move {
-                // Disconnects and reconnects are normal when the server restarts.
-                tracing::info!("queue: {event}");
-            });
+            .connection_timeout(Duration::from_secs(5));
         if let Some(path) = &opts.creds {
             connect = connect
                 .credentials_file(path)
