@@ -159,17 +159,24 @@ pub async fn run_worker(
             break;
         }
         let free = concurrency - w.in_hand.len().min(concurrency);
+        let mut idle = Duration::MAX;
         if !stop.is_requested() && free > 0 {
-            let got = w.pull(&consumer, free, &job_tx).await;
-            if got == 0 && opts.drain && w.in_hand.is_empty() && w.queue_empty(&mut consumer).await
-            {
+            // Draining pulls without waiting, so the last worker notices the end at once.
+            if w.pull(&consumer, free, &job_tx, opts.drain).await > 0 || !opts.drain {
+                continue;
+            }
+            if w.in_hand.is_empty() && w.queue_empty(&mut consumer).await {
                 tracing::info!("queue drained");
                 break;
             }
-            continue;
+            // Jobs are still in other workers' hands and may come back: look again shortly.
+            idle = opts.pull_wait;
         }
-        let next_progress =
-            tokio::time::sleep(progress_every.saturating_sub(last_progress.elapsed()));
+        let next_progress = tokio::time::sleep(
+            progress_every
+                .saturating_sub(last_progress.elapsed())
+                .min(idle),
+        );
         tokio::select! {
             done = done_rx.recv() => match done {
                 Some((key, outcome)) => w.finish(key, outcome).await,
@@ -233,22 +240,28 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    /// Pulls up to `free` jobs and hands them to the pipeline threads; returns how many came.
+    /// Pulls up to `free` jobs (waiting up to the pull wait for one, unless `no_wait`) and hands
+    /// them to the pipeline threads; returns how many came.
     async fn pull(
         &mut self,
         consumer: &async_nats::jetstream::consumer::PullConsumer,
         free: usize,
         jobs: &mpsc::Sender<(u64, ManifestItem)>,
+        no_wait: bool,
     ) -> usize {
         let wait = self.opts.pull_wait;
         let fetched = tokio::time::timeout(wait + Duration::from_secs(5), async {
-            let mut batch = consumer
-                .batch()
-                .max_messages(free)
-                .expires(wait)
-                .messages()
-                .await
-                .map_err(|e| e.to_string())?;
+            let batch = if no_wait {
+                consumer.fetch().max_messages(free).messages().await
+            } else {
+                consumer
+                    .batch()
+                    .max_messages(free)
+                    .expires(wait)
+                    .messages()
+                    .await
+            };
+            let mut batch = batch.map_err(|e| e.to_string())?;
             let mut got = Vec::new();
             while let Some(m) = batch.next().await {
                 match m {
