@@ -71,11 +71,17 @@ struct NatsServer {
     proc: Option<Proc>,
     port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts one, or returns None (printing why) where nats-server is not installed outside CI.
     fn start(dir: &Path) -> Option<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Self::start`] with more server flags (TLS, auth).
+    fn start_with(dir: &Path, args: &[&str]) -> Option<Self> {
         if Command::new("nats-server")
             .arg("--version")
             .output()
@@ -97,6 +103,7 @@ impl NatsServer {
             proc: None,
             port,
             dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn();
         Some(s)
@@ -122,6 +129,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.join("store"))
+            .args(&self.args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -510,4 +518,153 @@ fn batch_shards_cover_the_manifest_once() {
         assert_eq!(st.code(), Some(1), "{spec}: {err}");
         assert!(err.contains(needle), "{spec}: {err}");
     }
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn tls_ca_and_passwords_reach_the_client_and_are_never_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // A CA, and a server certificate for 127.0.0.1 that it signs.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vidlm test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let (cert, key) = (d.join("server.pem"), d.join("server.key"));
+    let Some(server) = NatsServer::start_with(
+        d,
+        &[
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+            "--user",
+            "vidlm",
+            "--pass",
+            "s3cret-pw",
+        ],
+    ) else {
+        return;
+    };
+    let jobs = d.join("jobs.jsonl");
+    write_manifest(&jobs, &[json!({"id": "a", "input": "a.mp4"})]);
+    let url = format!("nats://vidlm:s3cret-pw@127.0.0.1:{}", server.port);
+    let submit = |url: &str, ca: Option<&Path>| {
+        let mut c = fleet("submit", url);
+        c.arg(&jobs);
+        if let Some(ca) = ca {
+            c.arg("--tls-ca").arg(ca);
+        }
+        run(&mut c, d, Duration::from_secs(60))
+    };
+    let ca = d.join("ca.pem");
+    let (st, out, err) = submit(&url, Some(&ca));
+    assert!(st.success(), "{err}");
+    assert!(out.starts_with("1 new"), "{out}");
+    // Without the CA the server's certificate is not trusted; with a wrong password the server
+    // refuses. Either way: a clear error, and no password in it.
+    let wrong_pw = url.replace("s3cret-pw", "wr0ng-pw");
+    for (u, ca, why) in [
+        (&url, None, "without the CA"),
+        (&wrong_pw, Some(ca.as_path()), "wrong password"),
+    ] {
+        let (st, out, err) = submit(u, ca);
+        assert_eq!(st.code(), Some(1), "{why}: {out}{err}");
+        assert!(
+            err.contains("cannot connect to nats://***@127.0.0.1"),
+            "{why}: {err}"
+        );
+        assert!(
+            !err.contains("s3cret") && !err.contains("wr0ng"),
+            "{why}: {err}"
+        );
+    }
+    // A creds file that cannot be read is named, before any connection.
+    let (st, _, err) = run(
+        fleet("status", &url)
+            .arg("--creds")
+            .arg(d.join("missing.creds")),
+        d,
+        Duration::from_secs(60),
+    );
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--creds ") && err.contains("missing.creds"),
+        "{err}"
+    );
+    let (st, out, err) = run(
+        fleet("status", &url)
+            .arg("--tls-ca")
+            .arg(&ca)
+            .args(["--log", "debug"]),
+        d,
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    assert_eq!(out.trim(), "pending 1, in progress 0, done 0, failed 0");
+    assert!(!err.contains("s3cret"), "{err}");
 }

@@ -66,8 +66,9 @@ pub struct SubmitArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
-    /// Jobs run at once (each on its own thread; the model takes turns).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Jobs run at once, each as its own pipeline run on its own thread; the model takes turns,
+    /// so with 2 one job's decoding overlaps another's generation.
+    #[arg(long, value_name = "N", default_value_t = 2)]
     pub concurrency: usize,
     /// Exit once no job is left (none pending, none in any worker's hands): for batch runs and
     /// Kubernetes Jobs.

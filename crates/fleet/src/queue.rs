@@ -25,7 +25,8 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// `Debug` shows the URL without a password and never the creds, so options can be logged.
 #[derive(Clone)]
 pub struct QueueOptions {
-    /// The server, e.g. `nats://127.0.0.1:4222` (a comma-separated list for a cluster).
+    /// The server, e.g. `nats://127.0.0.1:4222` (a comma-separated list for a cluster), with
+    /// `user:password@` or `token@` before the host when the server wants one.
     pub url: String,
     /// The stream name; the jobs go to subject `<stream>.jobs`, results to bucket
     /// `<stream>-results`.
@@ -45,6 +46,28 @@ impl QueueOptions {
             creds: None,
             tls_ca: None,
         }
+    }
+
+    /// The URLs without their `user:password@` or `token@` part, and that part (the first
+    /// one given): the client takes the login as an option, not from the URL.
+    fn split_login(&self) -> (String, Option<String>) {
+        let mut login = None;
+        let urls = self
+            .url
+            .split(',')
+            .map(|u| {
+                let start = u.find("://").map_or(0, |s| s + 3);
+                match u[start..].rfind('@') {
+                    Some(at) => {
+                        login.get_or_insert_with(|| u[start..start + at].to_string());
+                        format!("{}{}", &u[..start], &u[start + at + 1..])
+                    }
+                    None => u.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        (urls, login)
     }
 
     /// The URL with any `user:password@` replaced by `***@`, for messages and logs.
@@ -159,6 +182,14 @@ impl Queue {
         let mut connect = async_nats::ConnectOptions::new()
             .name("vidlm")
             .connection_timeout(Duration::from_secs(5));
+        let (urls, login) = opts.split_login();
+        match login.as_deref().map(|l| l.split_once(':')) {
+            Some(Some((user, pass))) => {
+                connect = connect.user_and_password(user.into(), pass.into());
+            }
+            Some(None) => connect = connect.token(login.unwrap_or_default()),
+            None => {}
+        }
         if let Some(path) = &opts.creds {
             connect = connect
                 .credentials_file(path)
@@ -169,7 +200,7 @@ impl Queue {
             connect = connect.add_root_certificates(ca.clone()).require_tls(true);
         }
         let client = connect
-            .connect(opts.url.as_str())
+            .connect(urls.as_str())
             .await
             .map_err(|e| FleetError::Connect {
                 url: url.clone(),
@@ -479,6 +510,9 @@ mod tests {
             ..QueueOptions::new("nats://u:p@a:4222,tls://b:4222", "s")
         };
         assert_eq!(o.redacted_url(), "nats://***@a:4222,tls://b:4222");
+        let (urls, login) = o.split_login();
+        assert_eq!(urls, "nats://a:4222,tls://b:4222");
+        assert_eq!(login.as_deref(), Some("u:p"));
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("u:p") && !dbg.contains("/secret"), "{dbg}");
     }
