@@ -207,17 +207,23 @@ fn pipeline_thread(
             .and_then(|rx| rx.recv().map_err(|_| ()));
         let Ok((key, item)) = next else { return };
         let mut record = None;
-        let ran = run_records(pipeline, &[&item], |r, progress| {
-            // Live inputs also make per-window records; the results keep the final one.
-            if matches!(progress, BatchProgress::ItemDone { .. }) {
-                record = Some(r.clone());
-            }
-            Ok(())
-        });
+        // A panic here would leave the job in hand for ever (kept alive by in-progress acks):
+        // record it as the job's error instead.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_records(pipeline, &[&item], |r, progress| {
+                // Live inputs also make per-window records; the results keep the final one.
+                if matches!(progress, BatchProgress::ItemDone { .. }) {
+                    record = Some(r.clone());
+                }
+                Ok(())
+            })
+        }));
+        let error = |why: String| Outcome::Record(error_record(&item.id, &item.job.input, &why));
         let outcome = match (ran, record) {
-            (Ok(_), Some(r)) => Outcome::Record(r),
-            (Ok(_), None) => Outcome::Cancelled,
-            (Err(e), _) => Outcome::Record(error_record(&item.id, &item.job.input, &e.to_string())),
+            (Ok(Ok(_)), Some(r)) => Outcome::Record(r),
+            (Ok(Ok(_)), None) => Outcome::Cancelled,
+            (Ok(Err(e)), _) => error(e.to_string()),
+            (Err(_), _) => error("internal error: the pipeline panicked on this job".into()),
         };
         if done.send((key, outcome)).is_err() {
             return;
