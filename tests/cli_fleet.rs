@@ -236,10 +236,17 @@ fn status(url: &str, dir: &Path) -> Value {
 }
 
 fn submit(url: &str, manifest: &Path, dir: &Path) -> String {
+    submit_to(
+        url,
+        manifest,
+        dir,
+        &["--ack-wait", "5s", "--max-tries", "3"],
+    )
+}
+
+fn submit_to(url: &str, manifest: &Path, dir: &Path, flags: &[&str]) -> String {
     let (st, out, err) = run(
-        fleet("submit", url)
-            .arg(manifest)
-            .args(["--ack-wait", "5s", "--max-tries", "3"]),
+        fleet("submit", url).arg(manifest).args(flags),
         dir,
         Duration::from_secs(60),
     );
@@ -667,4 +674,101 @@ fn tls_ca_and_passwords_reach_the_client_and_are_never_printed() {
     assert!(st.success(), "{err}");
     assert_eq!(out.trim(), "pending 1, in progress 0, done 0, failed 0");
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn in_progress_acks_keep_a_long_job_and_a_job_killing_its_workers_is_a_dead_letter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let Some(server) = NatsServer::start(d) else {
+        return;
+    };
+    let url = server.url();
+    let trailer = root().join("samples/bbb-trailer-720p-55s.mp4");
+    // fps:4 on the 55 s trailer: a job several times the 1 s ack wait.
+    let slow_args = ["--sample", "fps:4"];
+
+    // A job longer than the ack wait is not redelivered while its worker lives.
+    let jobs = d.join("slow.jsonl");
+    write_manifest(&jobs, &[json!({"id": "slow", "input": trailer})]);
+    let flags = ["--stream", "slow", "--ack-wait", "1s"];
+    assert!(submit_to(&url, &jobs, d, &flags).starts_with("1 new"));
+    let log = d.join("slow.log");
+    let mut w = worker(
+        &url,
+        &log,
+        &[&["--stream", "slow"][..], &slow_args].concat(),
+    );
+    assert!(w.wait(Duration::from_secs(300), "worker").success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(": started (delivery").count(), 1, "{text}");
+    let out = d.join("slow.out.jsonl");
+    let (st, _, err) = run(
+        fleet("results", &url)
+            .args(["--stream", "slow", "--out"])
+            .arg(&out),
+        d,
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["status"], "ok");
+    let took = recs[0]["timings"]["total"].as_f64().unwrap();
+    assert!(
+        took > 2.0,
+        "the job took {took} s: too short to outlast the ack wait"
+    );
+
+    // --max-tries 1: the worker that takes the job is killed, and the next delivery is recorded
+    // as a dead letter instead of being run again.
+    let jobs = d.join("doomed.jsonl");
+    write_manifest(&jobs, &[json!({"id": "doomed", "input": trailer})]);
+    let flags = ["--stream", "dl", "--ack-wait", "1s", "--max-tries", "1"];
+    assert!(submit_to(&url, &jobs, d, &flags).starts_with("1 new"));
+    let log = d.join("a.log");
+    let mut a = worker(&url, &log, &[&["--stream", "dl"][..], &slow_args].concat());
+    wait_for_line(&log, "doomed: started (delivery 1)", &mut a);
+    a.0.kill().unwrap();
+    a.wait(Duration::from_secs(10), "worker A");
+    let log = d.join("b.log");
+    let mut b = worker(&url, &log, &["--stream", "dl"]);
+    assert!(b.wait(Duration::from_secs(120), "worker B").success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("doomed: dead letter after 1 unfinished tries"),
+        "{text}"
+    );
+    assert!(!text.contains("started"), "{text}");
+    let out = d.join("dl.out.jsonl");
+    let (st, _, err) = run(
+        fleet("results", &url)
+            .args(["--stream", "dl", "--out"])
+            .arg(&out),
+        d,
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(
+        (&r["status"], &r["dead_letter"]),
+        (&json!("error"), &json!(true)),
+        "{r}"
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("given up after 1 unfinished tries"),
+        "{r}"
+    );
+    let (st, out, _) = run(
+        fleet("status", &url).args(["--stream", "dl"]),
+        d,
+        Duration::from_secs(30),
+    );
+    assert!(st.success());
+    assert_eq!(out.trim(), "pending 0, in progress 0, done 0, failed 1");
 }

@@ -105,7 +105,7 @@ impl std::fmt::Debug for QueueOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerSettings {
     /// How long a job may go without an ack or an in-progress ack before it is redelivered
-    /// (workers send in-progress acks every third of it while a job runs).
+    /// (workers send in-progress acks every quarter of it while a job runs).
     pub ack_wait: Duration,
     /// How many workers may take a job and stop without finishing it (killed, crashed, stalled)
     /// before it is given up: the next delivery writes a dead-letter error record instead.

@@ -124,7 +124,7 @@ pub async fn run_worker(
         .clone();
     // The last delivery JetStream makes is the dead-letter one.
     let max_tries = (config.max_deliver - 1).max(1);
-    let progress_every = (config.ack_wait / 3).max(Duration::from_millis(500));
+    let progress_every = (config.ack_wait / 4).max(Duration::from_millis(250));
     let concurrency = opts.concurrency.max(1);
 
     let (job_tx, job_rx) = mpsc::channel::<(u64, ManifestItem)>();
@@ -348,22 +348,18 @@ impl State<'_> {
             }
         }
         if delivered > self.max_tries {
+            let tries = delivered - 1;
             let record = json!({
                 "id": hand.id,
                 "status": "error",
                 "input": item.job.input,
                 "error": format!(
-                    "given up after {} deliveries: the workers that took it stopped without \
-                     finishing it (killed, crashed or stalled)",
-                    delivered - 1
+                    "given up after {tries} unfinished tries: the workers that took it stopped \
+                     without finishing it (killed, crashed or stalled)"
                 ),
                 "dead_letter": true,
             });
-            tracing::warn!(
-                "{}: dead letter after {} deliveries",
-                hand.id,
-                delivered - 1
-            );
+            tracing::warn!("{}: dead letter after {tries} unfinished tries", hand.id);
             self.complete(hand, &record).await;
             return;
         }
