@@ -254,6 +254,20 @@ fn submit_to(url: &str, manifest: &Path, dir: &Path, flags: &[&str]) -> String {
     out
 }
 
+/// `vidlm results` of `stream`: the records it wrote.
+fn collect(url: &str, stream: &str, dir: &Path) -> Vec<Value> {
+    let out = dir.join(format!("{stream}.results.jsonl"));
+    let (st, _, err) = run(
+        fleet("results", url)
+            .args(["--stream", stream, "--out"])
+            .arg(&out),
+        dir,
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    records(&out)
+}
+
 /// Records by id, without the fields that vary from run to run (stage seconds).
 fn deterministic(recs: &[Value]) -> BTreeMap<String, Value> {
     recs.iter()
@@ -418,14 +432,7 @@ fn fleet_survives_killed_workers_and_a_server_restart() {
     }
 
     // Exactly one result per job id, the bad inputs as error records.
-    let out = d.join("results.jsonl");
-    let (st, _, err) = run(
-        fleet("results", &url).arg("--out").arg(&out),
-        d,
-        Duration::from_secs(60),
-    );
-    assert!(st.success(), "{err}");
-    let fleet_recs = records(&out);
+    let fleet_recs = collect(&url, "vidlm", d);
     assert_eq!(fleet_recs.len(), 30);
     let got: BTreeSet<String> = fleet_recs
         .iter()
@@ -702,16 +709,7 @@ fn in_progress_acks_keep_a_long_job_and_a_job_killing_its_workers_is_a_dead_lett
     assert!(w.wait(Duration::from_secs(300), "worker").success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.matches(": started (delivery").count(), 1, "{text}");
-    let out = d.join("slow.out.jsonl");
-    let (st, _, err) = run(
-        fleet("results", &url)
-            .args(["--stream", "slow", "--out"])
-            .arg(&out),
-        d,
-        Duration::from_secs(60),
-    );
-    assert!(st.success(), "{err}");
-    let recs = records(&out);
+    let recs = collect(&url, "slow", d);
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["status"], "ok");
     let took = recs[0]["timings"]["total"].as_f64().unwrap();
@@ -740,16 +738,7 @@ fn in_progress_acks_keep_a_long_job_and_a_job_killing_its_workers_is_a_dead_lett
         "{text}"
     );
     assert!(!text.contains("started"), "{text}");
-    let out = d.join("dl.out.jsonl");
-    let (st, _, err) = run(
-        fleet("results", &url)
-            .args(["--stream", "dl", "--out"])
-            .arg(&out),
-        d,
-        Duration::from_secs(60),
-    );
-    assert!(st.success(), "{err}");
-    let recs = records(&out);
+    let recs = collect(&url, "dl", d);
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(
