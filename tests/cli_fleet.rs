@@ -377,9 +377,11 @@ fn fleet_survives_killed_workers_and_a_server_restart() {
         .iter()
         .map(|n| d.join(format!("worker-{n}.log")))
         .collect();
-    let mut a = worker(&url, &logs[0], &[]);
-    let mut b = worker(&url, &logs[1], &["--grace", "0.1s"]);
-    let mut c = worker(&url, &logs[2], &[]);
+    // One job at a time, so each of the three starts with one of the long jobs.
+    let one = ["--concurrency", "1"];
+    let mut a = worker(&url, &logs[0], &one);
+    let mut b = worker(&url, &logs[1], &[&one[..], &["--grace", "0.1s"]].concat());
+    let mut c = worker(&url, &logs[2], &one);
 
     // SIGKILL in the middle of a job: A dies holding its job unacked.
     let killed = started_id(&wait_for_line(&logs[0], ": started (delivery 1)", &mut a));
