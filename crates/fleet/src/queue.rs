@@ -381,8 +381,7 @@ impl Queue {
     /// [`FleetError::Missing`] when nothing was submitted to this stream,
     /// [`FleetError::JetStream`] when reading fails.
     pub async fn results(&self) -> Result<Vec<Value>> {
-        let mut keys: Vec<String> = self.stored().await?.into_iter().collect();
-        keys.sort();
+        let keys = self.stored().await?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             // A key deleted since the listing has no entry: skip it.
