@@ -381,7 +381,12 @@ fn fleet_survives_killed_workers_and_a_server_restart() {
     let one = ["--concurrency", "1"];
     let mut a = worker(&url, &logs[0], &one);
     let mut b = worker(&url, &logs[1], &[&one[..], &["--grace", "0.1s"]].concat());
-    let mut c = worker(&url, &logs[2], &one);
+    // C and D store records over 600 bytes (most ok records) in the object store.
+    let mut c = worker(
+        &url,
+        &logs[2],
+        &[&one[..], &["--inline-max", "600"]].concat(),
+    );
 
     // SIGKILL in the middle of a job: A dies holding its job unacked.
     let killed = started_id(&wait_for_line(&logs[0], ": started (delivery 1)", &mut a));
@@ -415,7 +420,7 @@ fn fleet_survives_killed_workers_and_a_server_restart() {
     }
     server.restart();
     // A worker joining after the restart.
-    let mut late = worker(&url, &logs[3], &[]);
+    let mut late = worker(&url, &logs[3], &["--inline-max", "600"]);
 
     for (p, name) in [(&mut c, "worker C"), (&mut late, "worker D")] {
         let st = p.wait(Duration::from_secs(300), name);
@@ -425,6 +430,10 @@ fn fleet_survives_killed_workers_and_a_server_restart() {
         .iter()
         .map(|l| std::fs::read_to_string(l).unwrap())
         .collect();
+    assert!(
+        all_logs.contains("result in the object store"),
+        "{all_logs}"
+    );
     // Both interrupted jobs came back to another worker.
     for id in [&killed, &termed] {
         assert!(

@@ -78,6 +78,10 @@ pub struct WorkerArgs {
     /// to the queue (a second signal hands them back at once).
     #[arg(long, value_name = "DURATION", default_value = "20s")]
     pub grace: String,
+    /// Result records larger than this (bytes of JSON) go to the object store STREAM-outputs
+    /// instead of the results bucket (`vidlm results` reads both).
+    #[arg(long, value_name = "BYTES", default_value_t = vidlm_fleet::INLINE_MAX)]
+    pub inline_max: usize,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -152,8 +156,12 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         drain: args.drain,
         ..WorkerOptions::default()
     };
+    let queue_opts = QueueOptions {
+        inline_max: args.inline_max,
+        ..args.queue.options()
+    };
     let summary = rt.block_on(async {
-        let queue = args.queue.connect().await?;
+        let queue = Queue::connect(&queue_opts).await?;
         queue.ensure(ConsumerSettings::default()).await?;
         anyhow::Ok(vidlm_fleet::run_worker(&queue, pipeline, &opts, &stop).await?)
     })?;

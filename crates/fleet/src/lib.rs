@@ -34,6 +34,6 @@ mod worker;
 pub use error::{FleetError, Result};
 pub use queue::{
     job_hash, result_key, ConsumerSettings, Queue, QueueOptions, QueueStatus, SubmitReport,
-    CONSUMER, DUPLICATE_WINDOW,
+    CONSUMER, DUPLICATE_WINDOW, INLINE_MAX,
 };
 pub use worker::{run_worker, Stop, WorkerOptions, WorkerSummary};

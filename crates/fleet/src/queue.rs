@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
 use vidlm_pipeline::batch::ManifestItem;
 
 use crate::{FleetError, Result};
@@ -35,7 +36,14 @@ pub struct QueueOptions {
     pub creds: Option<PathBuf>,
     /// A CA certificate (PEM) to trust for TLS; setting it also requires TLS.
     pub tls_ca: Option<PathBuf>,
+    /// Result records larger than this many bytes (as JSON) are stored in the object store
+    /// `<stream>-outputs`, the results bucket keeping a pointer to them (a NATS message is at
+    /// most 1 MiB unless the server says otherwise).
+    pub inline_max: usize,
 }
+
+/// The default [`QueueOptions::inline_max`]: 256 KiB.
+pub const INLINE_MAX: usize = 256 * 1024;
 
 impl QueueOptions {
     /// Options for `url` and `stream`, without auth or TLS.
@@ -45,6 +53,7 @@ impl QueueOptions {
             stream: stream.into(),
             creds: None,
             tls_ca: None,
+            inline_max: INLINE_MAX,
         }
     }
 
@@ -162,6 +171,7 @@ pub struct Queue {
     pub(crate) js: jetstream::Context,
     pub(crate) stream: String,
     url: String,
+    inline_max: usize,
 }
 
 impl Queue {
@@ -210,6 +220,7 @@ impl Queue {
             js: jetstream::new(client),
             stream: opts.stream.clone(),
             url,
+            inline_max: opts.inline_max,
         })
     }
 
@@ -221,6 +232,11 @@ impl Queue {
     /// The results bucket's name.
     pub fn bucket(&self) -> String {
         format!("{}-results", self.stream)
+    }
+
+    /// The object store's name (results too large for the bucket).
+    pub fn outputs(&self) -> String {
+        format!("{}-outputs", self.stream)
     }
 
     /// Creates the work-queue stream (file storage, so a restarted server keeps it), the results
@@ -259,6 +275,16 @@ impl Queue {
             })
             .await
             .map_err(|e| self.err(format!("creating bucket {}", self.bucket()), e))?;
+        if self.js.get_object_store(self.outputs()).await.is_err() {
+            self.js
+                .create_object_store(object_store::Config {
+                    bucket: self.outputs(),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| self.err(format!("creating object store {}", self.outputs()), e))?;
+        }
         stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -366,7 +392,18 @@ impl Queue {
     pub(crate) async fn store(&self, record: &Value, hash: &str) -> Result<()> {
         let id = record["id"].as_str().unwrap_or_default();
         let key = result_key(id);
-        let entry = json!({"job_hash": hash, "record": record});
+        let mut entry = json!({"job_hash": hash, "record": record});
+        let text = record.to_string();
+        if text.len() > self.inline_max {
+            // Put replaces an object of the same name, so a job done twice leaves one.
+            self.object_store()
+                .await?
+                .put(key.as_str(), &mut text.as_bytes())
+                .await
+                .map_err(|e| self.err(format!("storing the result of {id}"), e))?;
+            tracing::info!("{id}: result in the object store ({} bytes)", text.len());
+            entry = json!({"job_hash": hash, "object": key});
+        }
         self.results_bucket()
             .await?
             .put(&key, entry.to_string().into_bytes().into())
@@ -385,8 +422,8 @@ impl Queue {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             // A key deleted since the listing has no entry: skip it.
-            if let Some(mut entry) = self.stored_entry(&key).await? {
-                out.push(entry["record"].take());
+            if let Some(entry) = self.stored_entry(&key).await? {
+                out.push(self.record_of(entry).await?);
             }
         }
         out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
@@ -427,6 +464,36 @@ impl Queue {
             FleetError::Missing(format!(
                 "{}: stream `{}` has no consumer `{CONSUMER}` ({e}); `vidlm submit` creates it",
                 self.url, self.stream
+            ))
+        })
+    }
+
+    /// The record of a bucket entry: in it, or in the object store it names.
+    async fn record_of(&self, mut entry: Value) -> Result<Value> {
+        let Some(name) = entry["object"].as_str() else {
+            return Ok(entry["record"].take());
+        };
+        let what = || format!("reading result {name} from {}", self.outputs());
+        let mut object = self
+            .object_store()
+            .await?
+            .get(name)
+            .await
+            .map_err(|e| self.err(what(), e))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| self.err(what(), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| self.err(what(), e))
+    }
+
+    async fn object_store(&self) -> Result<object_store::ObjectStore> {
+        self.js.get_object_store(self.outputs()).await.map_err(|e| {
+            FleetError::Missing(format!(
+                "{}: no object store `{}` ({e}); `vidlm submit` creates it",
+                self.url,
+                self.outputs()
             ))
         })
     }
