@@ -454,17 +454,16 @@ impl Queue {
     }
 
     pub(crate) async fn consumer(&self) -> Result<consumer::PullConsumer> {
-        let stream = self.js.get_stream(&self.stream).await.map_err(|e| {
-            FleetError::Missing(format!(
-                "{}: no stream `{}` ({e}); `vidlm submit` creates it",
-                self.url, self.stream
-            ))
-        })?;
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| self.missing(format!("stream `{}`", self.stream), e))?;
         stream.get_consumer(CONSUMER).await.map_err(|e| {
-            FleetError::Missing(format!(
-                "{}: stream `{}` has no consumer `{CONSUMER}` ({e}); `vidlm submit` creates it",
-                self.url, self.stream
-            ))
+            self.missing(
+                format!("consumer `{CONSUMER}` on stream `{}`", self.stream),
+                e,
+            )
         })
     }
 
@@ -489,23 +488,25 @@ impl Queue {
     }
 
     async fn object_store(&self) -> Result<object_store::ObjectStore> {
-        self.js.get_object_store(self.outputs()).await.map_err(|e| {
-            FleetError::Missing(format!(
-                "{}: no object store `{}` ({e}); `vidlm submit` creates it",
-                self.url,
-                self.outputs()
-            ))
-        })
+        self.js
+            .get_object_store(self.outputs())
+            .await
+            .map_err(|e| self.missing(format!("object store `{}`", self.outputs()), e))
     }
 
     async fn results_bucket(&self) -> Result<kv::Store> {
-        self.js.get_key_value(self.bucket()).await.map_err(|e| {
-            FleetError::Missing(format!(
-                "{}: no bucket `{}` ({e}); `vidlm submit` creates it",
-                self.url,
-                self.bucket()
-            ))
-        })
+        self.js
+            .get_key_value(self.bucket())
+            .await
+            .map_err(|e| self.missing(format!("bucket `{}`", self.bucket()), e))
+    }
+
+    /// [`FleetError::Missing`] for `what` (which `vidlm submit` would have made).
+    fn missing(&self, what: String, e: impl std::fmt::Display) -> FleetError {
+        FleetError::Missing(format!(
+            "{}: no {what} ({e}); `vidlm submit` creates it",
+            self.url
+        ))
     }
 
     pub(crate) fn err(&self, what: impl Into<String>, e: impl std::fmt::Display) -> FleetError {
