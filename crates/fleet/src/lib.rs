@@ -7,7 +7,9 @@
 //! vidlm results <-- bucket <name>-results (key: job id, value: the batch result record) <--+
 //! ```
 //!
-//! Jobs are the manifest records of `vidlm batch`; results are its output records. A job is acked
+//! Jobs are the manifest records of `vidlm batch`; results are its output records (those over
+//! [`QueueOptions::inline_max`] in the object store `<name>-outputs`, the bucket pointing to
+//! them). A job is acked
 //! only after its result is stored, so a worker that dies leaves its job to be redelivered after
 //! the ack wait, and a job done twice writes the same key: the results hold one record per job.
 //! JetStream does the scheduling (NATS is one small binary, `nats-server -js`); this crate only
