@@ -107,7 +107,7 @@ enum Outcome {
 /// when the pipeline is cancelled are handed back (nak) for another worker.
 ///
 /// # Errors
-/// [`FleetError::Missing`] when the stream has no consumer (call [`Queue::ensure`] first).
+/// [`crate::FleetError::Missing`] when the stream has no consumer (call [`Queue::ensure`] first).
 /// Lost connections are not errors: the worker waits for the server to come back.
 pub async fn run_worker(
     queue: &Queue,
