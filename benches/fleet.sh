@@ -6,14 +6,14 @@
 # pays for going through JetStream (pull, in-progress acks, storing its record, ack) and for the
 # worker running jobs one pipeline run each instead of one run over the whole manifest.
 #
-#   bash benches/fleet.sh [--jobs N] [--debug]     # N: 60 by default
+#   bash benches/fleet.sh [--jobs N] [--debug]     # N: 120 by default
 #
 # Release build (--debug: the dev build, whose numeric crates are optimized too). Every process
 # runs the model with --threads 1, so N workers on N cores compare with N machines. Run it on an
 # idle machine: it measures wall time. Needs nats-server (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-jobs=60
+jobs=120
 profile=release
 while [ $# -gt 0 ]; do
   case $1 in
