@@ -688,7 +688,7 @@ fn tls_ca_and_passwords_reach_the_client_and_are_never_printed() {
         fleet("status", &url)
             .arg("--tls-ca")
             .arg(&ca)
-            .args(["--log", "debug"]),
+            .args(["--log", "trace"]),
         d,
         Duration::from_secs(60),
     );
