@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::chunking::Segment;
-use crate::workers::{Event, JobOutput, JobSpec, Task};
+use crate::job::{Event, JobOutput, JobSpec, Task};
+use crate::segment::Segment;
 use crate::{JobOutcome, Pipeline, PipelineError, Result};
 
 /// One manifest item.
@@ -265,35 +265,11 @@ fn time_field(v: Option<Value>) -> std::result::Result<Option<f64>, String> {
             .filter(|x| x.is_finite() && *x >= 0.0)
             .map(Some)
             .ok_or_else(|| format!("`{n}` is not a time >= 0")),
-        Some(Value::String(s)) => parse_time(&s).map(Some),
+        Some(Value::String(s)) => vidlm_media::parse_time(&s)
+            .map(Some)
+            .map_err(|e| e.to_string()),
         Some(other) => Err(format!("`{other}` is not a time")),
     }
-}
-
-/// Parses seconds (`12.5`) or `[HH:]MM:SS[.fff]`.
-///
-/// # Errors
-/// A message when malformed or negative.
-///
-/// ```
-/// assert_eq!(vidlm_pipeline::batch::parse_time("1:02.5"), Ok(62.5));
-/// assert!(vidlm_pipeline::batch::parse_time("x").is_err());
-/// ```
-pub fn parse_time(s: &str) -> std::result::Result<f64, String> {
-    let bad = || format!("`{s}` is not a time (seconds or [HH:]MM:SS)");
-    let parts: Vec<&str> = s.trim().split(':').collect();
-    if parts.len() > 3 || parts.iter().any(|p| p.trim().is_empty()) {
-        return Err(bad());
-    }
-    let mut total = 0.0;
-    for (i, p) in parts.iter().enumerate() {
-        let v: f64 = p.trim().parse().map_err(|_| bad())?;
-        if !v.is_finite() || v < 0.0 || (i > 0 && v >= 60.0) {
-            return Err(bad());
-        }
-        total = total * 60.0 + v;
-    }
-    Ok(total)
 }
 
 /// The JSONL output of a batch: one line per record, appended whole.
@@ -491,7 +467,13 @@ pub fn run_records(
             Event::Failed { job, error } => {
                 let id = &todo[*job].id;
                 (
-                    json!({"id": id, "status": "error", "input": jobs[*job].input, "error": error}),
+                    json!({
+                        "id": id,
+                        "status": "error",
+                        "input": jobs[*job].input,
+                        "error": error.to_string(),
+                        "error_kind": error.kind(),
+                    }),
                     BatchProgress::ItemDone {
                         id: id.clone(),
                         ok: false,
