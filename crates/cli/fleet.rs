@@ -147,7 +147,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // Signals first, so one during the model load stops the worker before it takes a job.
     rt.block_on(watch_signals(stop.clone(), cancel.clone(), grace))?;
     // The model loads before the worker connects: a wrong model takes no job.
-    let pipeline = Arc::new(args.pipeline.build_with_token(args.pipeline.config()?, cancel)?);
+    let pipeline = Arc::new(
+        args.pipeline
+            .build_with_token(args.pipeline.config()?, cancel)?,
+    );
     if stop.is_requested() {
         return Ok(ExitCode::from(130));
     }
