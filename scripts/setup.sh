@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-time setup for building and testing vidlm on Debian/Ubuntu (run as root or with sudo):
 #  1. FFmpeg development libraries + clang (for ffmpeg-sys-next's bindgen) + the ffmpeg CLI (tests
-#     compare against ffprobe, and samples/make-synthetic.sh makes test clips with it);
+#     compare against ffprobe, and samples/make-synthetic.sh makes test clips with it) + nats-server
+#     and openssl (tests/cli_fleet.rs runs the worker fleet against a real `nats-server -js`, and
+#     over TLS with a CA it makes);
 #  2. NVIDIA's NVRTC and CUDA headers from PyPI into .cuda/ (no GPU needed: CI compiles every kernel);
 #  3. the synthetic sample clips (samples/gen/) and the conformance matrix (samples/gen/conformance/).
 # Safe to rerun: each step is skipped when already done.
@@ -9,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavfilter-dev libavdevice-dev
-  libswresample-dev clang libclang-dev pkg-config ffmpeg)
+  libswresample-dev clang libclang-dev pkg-config ffmpeg nats-server openssl)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

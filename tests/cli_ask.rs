@@ -40,7 +40,7 @@ fn frames_of(video: &Path, n: u32) -> (Vec<VideoFrame>, Option<f64>) {
             rgb: f.rgb,
             width: f.width,
             height: f.height,
-            timestamp: f.pts,
+            pts: f.pts,
         })
         .collect();
     (frames, info.duration)
@@ -105,7 +105,7 @@ fn ask_json_matches_the_library() {
 
     // The library, on the same frames, gives the same tokens and text.
     let (frames, duration) = frames_of(&root().join("samples/bbb-720p-5s.mp4"), 4);
-    let got: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+    let got: Vec<f64> = frames.iter().map(|f| f.pts).collect();
     assert_eq!(got, times);
     let mut engine = SmolVlmEngine::load(model.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let params = GenerationParams {
@@ -479,7 +479,7 @@ fn pipeline_frames(strategy: &str) -> Vec<VideoFrame> {
             rgb: f.rgb,
             width: f.width,
             height: f.height,
-            timestamp: f.pts,
+            pts: f.pts,
         });
     }
     out
@@ -527,7 +527,7 @@ fn qwen3vl_model_matches_the_library() {
         v["usage"]["prompt_tokens"].as_u64().unwrap()
     );
     // One timestamp per frame pair: the pair's first frame.
-    let pairs: Vec<f64> = frames.iter().step_by(2).map(|f| f.timestamp).collect();
+    let pairs: Vec<f64> = frames.iter().step_by(2).map(|f| f.pts).collect();
     assert_eq!(floats(&v["frames"]), pairs);
     assert_eq!(spans(&v["evidence"]).len(), 1);
 

@@ -29,7 +29,7 @@ fn check(name: &str, frames_per_group: usize) {
         .args(["ask", "--model", &fixture_model(name)])
         .arg(&clip)
         .arg(case["question"].as_str().unwrap())
-        .args(["--sample", case["vidlm_sample_grid"].as_str().unwrap()])
+        .args(["--sample", case["vidlm_sample"].as_str().unwrap()])
         .args([
             "--max-new-tokens",
             &r["max_new_tokens"].to_string(),

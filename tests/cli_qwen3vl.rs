@@ -42,7 +42,7 @@ fn frames(strategy: &str, from: f64, to: Option<f64>) -> Vec<VideoFrame> {
             rgb: f.rgb,
             width: f.width,
             height: f.height,
-            timestamp: f.pts,
+            pts: f.pts,
         });
     }
     out

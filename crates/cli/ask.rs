@@ -11,12 +11,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use vidlm_models::qwen3_vl::{is_qwen3_vl, Qwen3VlEngine};
-use vidlm_models::smolvlm::SmolVlmEngine;
-use vidlm_models::{Generation, GenerationParams, VideoFrame};
+use vidlm_models::{GenerationParams, VideoFrame};
 use vidlm_pipeline::{format_clock, PipelineConfig, TimeRange};
 
-use crate::common::{load_options, one_line, parse_dtype, parse_time_arg, PipelineArgs};
+use crate::common::{parse_time_arg, PipelineArgs};
 
 /// The default model: SmolVLM2 256M, trained on video.
 pub const DEFAULT_MODEL: &str = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct";
@@ -59,9 +57,6 @@ pub struct Args {
     /// Penalty on tokens already present (1 disables it; default: the preset's, else 1).
     #[arg(long, value_name = "X")]
     repetition_penalty: Option<f32>,
-    /// Weight and activation dtype: f32 (CPU default), bf16 or f16 (for accelerators).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    dtype: String,
     /// Print one JSON object (answer, token_ids, frames, evidence, answer_times, usage, model)
     /// instead of the answer as text.
     #[arg(long)]
@@ -129,15 +124,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("--to ({t} s) must be after --from ({f} s)");
         }
     }
-    let dtype = parse_dtype(&args.dtype)?;
     let cfg = args.config()?;
     match video {
-        Some(v) => ask_video(&args, cfg, dtype, &v, &question, t_all),
+        Some(v) => ask_video(&args, cfg, &v, &question, t_all),
         None => {
             if args.from.is_some() || args.to.is_some() {
                 bail!("--from/--to: only for a video, not with --image");
             }
-            ask_images(&args, &cfg, dtype, &question, t_all)
+            ask_images(&args, &cfg, &question, t_all)
         }
     }
 }
@@ -146,7 +140,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn ask_video(
     args: &Args,
     cfg: PipelineConfig,
-    dtype: candle_core::DType,
     video: &str,
     question: &str,
     t_all: Instant,
@@ -158,7 +151,7 @@ fn ask_video(
         .with_context(|| format!("--sample {}", cfg.sampling.strategy))?;
     let model_id = cfg.model.id.clone();
     let t0 = Instant::now();
-    let pipeline = args.pipeline.build_with(cfg, dtype)?;
+    let pipeline = args.pipeline.build_with(cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
     let spinner = if args.json {
         None
@@ -266,7 +259,7 @@ fn load_png(path: &PathBuf) -> anyhow::Result<VideoFrame> {
         rgb: img.into_raw(),
         width,
         height,
-        timestamp: 0.0,
+        pts: 0.0,
     })
 }
 
@@ -275,7 +268,6 @@ fn load_png(path: &PathBuf) -> anyhow::Result<VideoFrame> {
 fn ask_images(
     args: &Args,
     cfg: &PipelineConfig,
-    dtype: candle_core::DType,
     question: &str,
     t_all: Instant,
 ) -> anyhow::Result<ExitCode> {
@@ -289,37 +281,25 @@ fn ask_images(
     let read_s = t1.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
-    let opts = load_options(cfg, dtype);
     let spec = cfg.model.id.as_str();
-    let load_err = || format!("--model {spec}: cannot load the model");
-    let qwen = is_qwen3_vl(
-        &vidlm_models::hub::resolve(spec)
-            .map_err(one_line)
-            .with_context(load_err)?,
-    );
-    enum Engine {
-        Smol(Box<SmolVlmEngine>),
-        Qwen(Box<Qwen3VlEngine>),
+    let mut model = vidlm_pipeline::load_model(&cfg.model)?;
+    match model.max_images() {
+        0 => bail!(
+            "--image: {spec} is a {} model, which takes no still images",
+            model.family()
+        ),
+        1 if frames.len() > 1 => bail!(
+            "--image: {spec} is a {} model, which takes one image per question (got {})",
+            model.family(),
+            frames.len()
+        ),
+        n if frames.len() > n => bail!(
+            "--image: {spec} is a {} model, which takes at most {n} images per question (got {})",
+            model.family(),
+            frames.len()
+        ),
+        _ => {}
     }
-    let mut engine = if qwen {
-        if args.images.len() > 1 {
-            bail!(
-                "--image: {spec} is a Qwen3-VL model, which takes one image per question (got {})",
-                args.images.len()
-            );
-        }
-        Engine::Qwen(Box::new(
-            Qwen3VlEngine::load(spec, &opts)
-                .map_err(one_line)
-                .with_context(load_err)?,
-        ))
-    } else {
-        Engine::Smol(Box::new(
-            SmolVlmEngine::load(spec, &opts)
-                .map_err(one_line)
-                .with_context(load_err)?,
-        ))
-    };
     let load_s = t0.elapsed().as_secs_f64();
 
     let params: GenerationParams = cfg.generation.params();
@@ -332,30 +312,18 @@ fn ask_images(
         }
     };
     let t2 = Instant::now();
-    // (generation, preprocess seconds, vision seconds); Qwen3-VL's image call does not split
-    // its time, so its preprocessing and vision are inside the LLM seconds.
-    let (g, pre_s, vis_s): (Generation, f64, f64) = match &mut engine {
-        Engine::Smol(e) => {
-            let out = e
-                .ask_images(&frames, question, &params, &mut on_text)
-                .map_err(one_line)
-                .with_context(|| format!("{spec}: generation failed"))?;
-            (out.generation, out.preprocess_seconds, out.vision_seconds)
-        }
-        Engine::Qwen(e) => {
-            let g = e
-                .ask_image(&frames[0], question, &params, &mut on_text)
-                .map_err(one_line)
-                .with_context(|| format!("{spec}: generation failed"))?;
-            (g, 0.0, 0.0)
-        }
-    };
+    // Qwen3-VL's image call does not split its time: its preprocessing and vision are inside the
+    // LLM seconds.
+    let out = model
+        .generate_images(&frames, question, &params, &mut on_text)
+        .with_context(|| format!("{spec}: generation failed"))?;
+    let (g, pre_s, vis_s) = (out.generation, out.preprocess_seconds, out.vision_seconds);
     let gen_s = t2.elapsed().as_secs_f64();
     if args.json {
         let v = serde_json::json!({
             "answer": g.text,
             "token_ids": g.token_ids,
-            "frames": frames.iter().map(|f| f.timestamp).collect::<Vec<_>>(),
+            "frames": frames.iter().map(|f| f.pts).collect::<Vec<_>>(),
             "evidence": [],
             "answer_times": [],
             "finish": g.finish,

@@ -6,7 +6,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use vidlm_models::VisionLanguageModel;
 use vidlm_pipeline::{install_ctrlc, CancelToken, Pipeline, PipelineConfig};
 
 /// Pipeline flags shared by `summarize`, `ask` and `batch`; each overrides the preset's value.
@@ -56,6 +55,9 @@ pub struct PipelineArgs {
     /// (scripts/build-cuda.sh); without a usable GPU the model runs on the CPU, with one warning.
     #[arg(long, value_name = "D")]
     pub device: Option<String>,
+    /// Weight and activation dtype: f32 (CPU default), bf16 or f16 (for accelerators).
+    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: Option<String>,
     /// Videos decoded at once.
     #[arg(long, value_name = "N")]
     pub decode_workers: Option<usize>,
@@ -96,6 +98,9 @@ impl PipelineArgs {
         if let Some(d) = &self.device {
             cfg.model.device = d.parse().context("--device")?;
         }
+        if let Some(d) = &self.dtype {
+            cfg.model.dtype = d.parse().context("--dtype")?;
+        }
         if let Some(p) = &self.pool {
             cfg.pooling.method = p.parse().context("--pool")?;
         }
@@ -132,75 +137,32 @@ impl PipelineArgs {
 
     /// Loads the model and builds the pipeline, with Ctrl-C wired to its cancel token.
     pub fn build(&self) -> anyhow::Result<Pipeline> {
-        let cfg = self.config()?;
         let cancel = CancelToken::new();
         install_ctrlc(&cancel)?;
+        self.build_with_token(self.config()?, cancel)
+    }
+
+    /// Like [`Self::build`] with `cfg` (from [`Self::config`], possibly adjusted): the model
+    /// (and, with `--separate-encoder`, its second instance) loaded as `cfg.model` says.
+    pub fn build_with(&self, cfg: PipelineConfig) -> anyhow::Result<Pipeline> {
+        let cancel = CancelToken::new();
+        install_ctrlc(&cancel)?;
+        self.build_with_token(cfg, cancel)
+    }
+
+    /// Builds the pipeline for `cfg` with `cancel` as its token, for callers that handle signals
+    /// themselves (`vidlm worker`). The one place the CLI loads models (through the pipeline's
+    /// loader and the model registry).
+    pub fn build_with_token(
+        &self,
+        cfg: PipelineConfig,
+        cancel: CancelToken,
+    ) -> anyhow::Result<Pipeline> {
+        // The load error names the model; nothing to add.
         Ok(Pipeline::builder()
             .config(cfg)
             .cancel_token(cancel)
             .build()?)
-    }
-
-    /// Like [`Self::build`] with `cfg` (from [`Self::config`], possibly adjusted) and the model
-    /// (and, with `--separate-encoder`, its second instance) loaded in `dtype`.
-    pub fn build_with(
-        &self,
-        cfg: PipelineConfig,
-        dtype: candle_core::DType,
-    ) -> anyhow::Result<Pipeline> {
-        let model = load_model(&cfg, dtype)?;
-        let mut builder = Pipeline::builder();
-        if cfg.workers.separate_encoder {
-            builder = builder.encoder_model(load_model(&cfg, dtype)?);
-        }
-        let cancel = CancelToken::new();
-        install_ctrlc(&cancel)?;
-        Ok(builder
-            .config(cfg)
-            .model(model)
-            .cancel_token(cancel)
-            .build()?)
-    }
-}
-
-/// Loads the model `cfg.model` names (SmolVLM2 or Qwen3-VL, as its config.json says) in `dtype`.
-///
-/// # Errors
-/// One line naming `--model` and the model crate's reason.
-pub fn load_model(
-    cfg: &PipelineConfig,
-    dtype: candle_core::DType,
-) -> anyhow::Result<Box<dyn VisionLanguageModel>> {
-    let opts = load_options(cfg, dtype);
-    vidlm_models::load_model(&cfg.model.id, &opts)
-        .map_err(one_line)
-        .with_context(|| format!("--model {}: cannot load the model", cfg.model.id))
-}
-
-/// The load options `cfg` asks for, in `dtype`.
-pub fn load_options(cfg: &PipelineConfig, dtype: candle_core::DType) -> vidlm_models::LoadOptions {
-    vidlm_models::LoadOptions {
-        threads: cfg.model.threads,
-        max_frames: cfg.model.max_frames,
-        dtype,
-        device: cfg.model.device.device(),
-        ..Default::default()
-    }
-}
-
-/// The first line of a model error: candle appends a backtrace to its messages when
-/// RUST_BACKTRACE is set, and errors here are one line.
-pub fn one_line(e: vidlm_models::ModelError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or_default())
-}
-
-/// Parses `--dtype`: f32, bf16 or f16.
-pub fn parse_dtype(s: &str) -> anyhow::Result<candle_core::DType> {
-    match s {
-        "f32" => Ok(candle_core::DType::F32),
-        "bf16" => Ok(candle_core::DType::BF16),
-        "f16" => Ok(candle_core::DType::F16),
-        _ => bail!("--dtype {s}: expected f32, bf16 or f16"),
     }
 }
 
@@ -210,7 +172,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
     let secs = if let Some(m) = t.strip_suffix('m') {
         m.trim().parse::<f64>().map(|m| m * 60.0).ok()
     } else {
-        vidlm_pipeline::batch::parse_time(t.strip_suffix('s').unwrap_or(t)).ok()
+        vidlm_media::parse_time(t.strip_suffix('s').unwrap_or(t)).ok()
     };
     match secs {
         Some(x) if x.is_finite() && x > 0.0 => Ok(x),
@@ -220,7 +182,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
 
 /// Parses `--from/--to`: seconds or `[HH:]MM:SS`.
 pub fn parse_time_arg(s: &str) -> Result<f64, String> {
-    vidlm_pipeline::batch::parse_time(s)
+    vidlm_media::parse_time(s).map_err(|e| e.to_string())
 }
 
 /// A spinner on stderr when it is a terminal.

@@ -4,11 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::common::parse_time_arg;
 use anyhow::Context;
 use serde::Serialize;
-use vidlm_media::{
-    parse_size, parse_time, DecodeMode, Input, SampleOptions, Sampler, SamplingStrategy,
-};
+use vidlm_media::{parse_size, DecodeMode, Input, SampleOptions, Sampler, SamplingStrategy};
 
 /// Arguments of `vidlm frames`.
 #[derive(clap::Args)]
@@ -50,9 +49,6 @@ fn parse_strategy(s: &str) -> Result<SamplingStrategy, String> {
 }
 fn parse_size_arg(s: &str) -> Result<(u32, u32), String> {
     parse_size(s).map_err(|e| e.to_string())
-}
-fn parse_time_arg(s: &str) -> Result<f64, String> {
-    parse_time(s).map_err(|e| e.to_string())
 }
 fn parse_mode(s: &str) -> Result<DecodeMode, String> {
     s.parse()

@@ -10,7 +10,7 @@ use anyhow::Context;
 use vidlm_pipeline::PipelineConfig;
 use vidlm_server::{ServedModelSpec, Server, ServerConfig};
 
-use crate::common::{parse_dtype, parse_duration};
+use crate::common::parse_duration;
 
 /// Arguments of `vidlm serve`.
 #[derive(clap::Args, Debug)]
@@ -147,7 +147,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
     );
     config.pipeline = args.pipeline_config()?;
-    config.dtype = parse_dtype(&args.dtype)?;
+    config.dtype = args
+        .dtype
+        .parse::<vidlm_pipeline::DtypeChoice>()
+        .context("--dtype")?
+        .dtype();
     config.addr = SocketAddr::new(args.host, args.port);
     config.api_key = args
         .api_key

@@ -39,6 +39,8 @@
 //! Without a GPU the kernels' logic can still be checked: `crates/kernels/emu/run.sh` compiles
 //! `kernels/*.cu` as C++ and compares every launch with the CPU twins.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod gpu;
 pub mod pool;

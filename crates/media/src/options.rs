@@ -296,14 +296,20 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), MediaError> {
 /// assert_eq!(vidlm_media::parse_time("2.5").unwrap(), 2.5);
 /// ```
 pub fn parse_time(s: &str) -> Result<f64, MediaError> {
-    let bad = || MediaError::option("time", s, "expected seconds (12.5) or [HH:]MM:SS[.fff]");
+    let bad = || {
+        MediaError::option(
+            "time",
+            s,
+            "not a time: expected seconds (12.5) or [HH:]MM:SS[.fff]",
+        )
+    };
     let parts: Vec<&str> = s.trim().split(':').collect();
-    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+    if parts.len() > 3 || parts.iter().any(|p| p.trim().is_empty()) {
         return Err(bad());
     }
     let mut total = 0.0;
     for (i, p) in parts.iter().enumerate() {
-        let v: f64 = p.parse().map_err(|_| bad())?;
+        let v: f64 = p.trim().parse().map_err(|_| bad())?;
         if !v.is_finite() || v < 0.0 || (i > 0 && v >= 60.0) {
             return Err(bad());
         }

@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rgb: raw[i * side * side * 3..(i + 1) * side * side * 3].to_vec(),
             width: side as u32,
             height: side as u32,
-            timestamp: idx as f64 / 25.0,
+            pts: idx as f64 / 25.0,
         })
         .collect();
     // As the vidlm binary does.

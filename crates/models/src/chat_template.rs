@@ -106,57 +106,7 @@ impl ChatTemplate {
 /// # Errors
 /// [`ModelError::File`] when one of those files exists but cannot be read or parsed.
 pub fn find_chat_template(dir: &Path) -> Result<Option<String>, ModelError> {
-    let jinja = dir.join("chat_template.jinja");
-    if jinja.is_file() {
-        return std::fs::read_to_string(&jinja)
-            .map(Some)
-            .map_err(|e| ModelError::File {
-                path: jinja,
-                reason: e.to_string(),
-            });
-    }
-    for name in [
-        "chat_template.json",
-        "processor_config.json",
-        "tokenizer_config.json",
-    ] {
-        let path = dir.join(name);
-        if !path.is_file() {
-            continue;
-        }
-        let json = read_json(&path)?;
-        if let Some(t) = json.get("chat_template") {
-            if let Some(t) = template_from_value(t) {
-                return Ok(Some(t));
-            }
-        }
-    }
-    Ok(None)
-}
-
-fn template_from_value(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(list) => list
-            .iter()
-            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-            .and_then(|t| t.get("template"))
-            .and_then(|t| t.as_str())
-            .map(str::to_owned),
-        _ => None,
-    }
-}
-
-/// Reads and parses a JSON file, with errors naming the file.
-pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::File {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::File {
-        path: path.to_owned(),
-        reason: format!("invalid JSON: {e}"),
-    })
+    crate::Checkpoint::new(dir).chat_template()
 }
 
 /// Prints values as Python's `str()` does where it differs from minijinja: `None`, `True`, `False`

@@ -297,16 +297,6 @@ pub(crate) fn eos_ids(v: Option<&serde_json::Value>) -> Vec<u32> {
     }
 }
 
-/// The eos ids of a checkpoint's `generation_config.json` (none when absent or unreadable: the file
-/// is optional and the model config names eos too).
-pub(crate) fn generation_config_eos(dir: &std::path::Path) -> Vec<u32> {
-    std::fs::read_to_string(dir.join("generation_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .map(|v| eos_ids(v.get("eos_token_id")))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

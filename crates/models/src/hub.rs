@@ -101,7 +101,7 @@ pub fn resolve(spec: &str) -> Result<PathBuf, ModelError> {
         path: cache.clone(),
         reason: format!(
             "model {spec} is not in the Hugging Face cache and the hub cannot be reached ({}); {hint}",
-            why.lines().next().unwrap_or("")
+            crate::error_line(&why)
         ),
     })
 }
@@ -117,23 +117,7 @@ pub fn cached_snapshot(id: &str) -> Option<PathBuf> {
 }
 
 fn weights_complete(dir: &Path) -> bool {
-    if dir.join("model.safetensors").is_file() {
-        return true;
-    }
-    let index = dir.join("model.safetensors.index.json");
-    let Ok(text) = std::fs::read_to_string(index) else {
-        return false;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return false;
-    };
-    match v.get("weight_map").and_then(|m| m.as_object()) {
-        Some(m) => m
-            .values()
-            .filter_map(|f| f.as_str())
-            .all(|f| dir.join(f).is_file()),
-        None => false,
-    }
+    crate::Checkpoint::new(dir).weight_files().is_ok()
 }
 
 fn download(id: &str, cache: &Path) -> Result<PathBuf, String> {
@@ -158,19 +142,9 @@ fn download(id: &str, cache: &Path) -> Result<PathBuf, String> {
         let index = repo
             .get("model.safetensors.index.json")
             .map_err(|e| format!("no model.safetensors nor index: {e}"))?;
-        let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let mut shards: Vec<String> = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .map(|m| {
-                m.values()
-                    .filter_map(|f| f.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        shards.sort();
-        shards.dedup();
+        let shards = crate::checkpoint::read_json(&index)
+            .and_then(|v| crate::checkpoint::index_shards(&v, &index))
+            .map_err(|e| e.to_string())?;
         for s in shards {
             repo.get(&s).map_err(|e| e.to_string())?;
         }

@@ -19,12 +19,39 @@ pub enum ModelError {
     /// An input the model cannot take (no frames, a prompt over the context...).
     #[error("invalid input: {0}")]
     Input(String),
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    /// A tensor operation failed (shown as its first line, see [`error_line`]).
+    #[error("{}", error_line(.0))]
+    Candle(candle_core::Error),
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+}
+
+// Not `#[from]`: that would make the candle error the source too, and error chains would print
+// its full (multi-line) message after the one line.
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(e)
+    }
+}
+
+impl ModelError {
+    /// A checkpoint that does not fit the architecture, from the tensor error that showed it.
+    pub fn invalid(e: &dyn std::fmt::Display) -> Self {
+        Self::Invalid(error_line(e))
+    }
+}
+
+/// The first line of an error's message: the one place where candle's messages (which carry a
+/// backtrace when `RUST_BACKTRACE` is set) become the one-line errors every vidlm layer shows.
+///
+/// ```
+/// let e = candle_core::Error::Msg("shape mismatch\nstack backtrace: ...".into());
+/// assert_eq!(vidlm_models::error_line(&e), "shape mismatch");
+/// ```
+pub fn error_line(e: &dyn std::fmt::Display) -> String {
+    let full = e.to_string();
+    full.lines().next().unwrap_or_default().to_string()
 }
 
 /// One RGB24 frame handed to a model, with the time it shows (seconds from the start of the video).
@@ -37,7 +64,52 @@ pub struct VideoFrame {
     /// Height in pixels.
     pub height: u32,
     /// Presentation time in seconds.
-    pub timestamp: f64,
+    pub pts: f64,
+}
+
+/// One frame after a model's pixel step (resize, rescale, normalize): what its vision encoder
+/// takes, made apart from the encoder (on the pipeline's preprocess threads) by a [`PixelStep`].
+#[derive(Debug, Clone)]
+pub struct FramePixels {
+    /// Presentation time of the frame, seconds.
+    pub pts: f64,
+    /// The values.
+    pub data: PixelData,
+}
+
+/// The values of [`FramePixels`], in the form the family's encoder continues from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PixelData {
+    /// Rescaled and normalized planes, `[channels, height, width]` row-major (SmolVLM2).
+    Planes {
+        /// `channels * height * width` values.
+        values: Vec<f32>,
+        /// `[channels, height, width]`.
+        shape: [usize; 3],
+    },
+    /// Resized packed RGB24, rescaled and normalized later with the patching (Qwen3-VL, whose
+    /// patches span frame pairs).
+    Rgb {
+        /// `width * height * 3` bytes.
+        rgb: Vec<u8>,
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+    },
+}
+
+/// A model's pixel step on its own: shareable across threads, so frames are resized and
+/// normalized outside the lock that serializes the encoder. What
+/// [`VisionLanguageModel::pixel_step`] hands out; [`VisionLanguageModel::encode_frame_pixels`] takes
+/// its output.
+pub trait PixelStep: Send + Sync {
+    /// `frame`'s pixels, for a clip of `clip_frames` frames (models whose resize depends on the
+    /// frame count, as Qwen3-VL's pixel budget does, size it for the whole clip).
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for a malformed frame (size and buffer disagree).
+    fn pixels(&self, frame: &VideoFrame, clip_frames: usize) -> Result<FramePixels, ModelError>;
 }
 
 /// The vision encoder's output for one frame (or a group of frames merged by pooling).
@@ -223,10 +295,30 @@ pub struct Generation {
     pub decode_seconds: f64,
 }
 
+/// An answer about still images, with the seconds its image steps took.
+#[derive(Debug, Clone)]
+pub struct AskOutput {
+    /// The generation.
+    pub generation: Generation,
+    /// Prompt token ids (with the image placeholders).
+    pub prompt_ids: Vec<u32>,
+    /// Seconds preprocessing the images (resize, normalize); 0 when the model does not time it
+    /// apart from generation.
+    pub preprocess_seconds: f64,
+    /// Seconds in the vision tower and connector; 0 when not timed apart from generation.
+    pub vision_seconds: f64,
+}
+
 /// A vision-language model as the pipeline drives it.
 pub trait VisionLanguageModel: Send {
     /// The model's name (hub id or directory).
     fn name(&self) -> &str;
+
+    /// The architecture family, as [`crate::Family::name`] names it ("SmolVLM2", "Qwen3-VL");
+    /// "unknown" for models outside the registry (the default).
+    fn family(&self) -> &'static str {
+        "unknown"
+    }
 
     /// The most frames (or frame groups) one prompt should carry.
     fn max_frames(&self) -> usize;
@@ -263,6 +355,32 @@ pub trait VisionLanguageModel: Send {
         self.encode_frames(frames)
     }
 
+    /// The model's pixel step as a thread-safe object, when it has one that runs apart from the
+    /// encoder (`None`, the default: [`Self::encode_clip_frames`] does everything; also `None`
+    /// where the encoder preprocesses on the GPU itself).
+    fn pixel_step(&self) -> Option<std::sync::Arc<dyn PixelStep>> {
+        None
+    }
+
+    /// Encodes frames already through [`Self::pixel_step`], as [`Self::encode_clip_frames`]
+    /// encodes the frames they came from (the same tokens): `frames.len().div_ceil(
+    /// frames_per_group())` groups, for a clip of `clip_frames` frames.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for pixels of another shape than the step makes, or from a model
+    /// without a pixel step (the default); [`ModelError::Candle`] on a failed op.
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        let _ = (frames, clip_frames);
+        Err(ModelError::Input(format!(
+            "{}: this model has no separate pixel step",
+            self.name()
+        )))
+    }
+
     /// Answers `prompt` about a clip (visual token groups with their times, and the video's
     /// duration and frame rate). `on_text` is called with each new piece of decoded text as it is
     /// generated.
@@ -276,6 +394,39 @@ pub trait VisionLanguageModel: Send {
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError>;
+
+    /// Whether [`Self::generate`] takes a clip without frames (a text-only prompt, as the summary
+    /// of chunk descriptions is); callers give models that do not one frame per chunk instead.
+    /// False by default: the SmolVLM2 and Qwen3-VL prompts are built around their frames.
+    fn accepts_text_only(&self) -> bool {
+        false
+    }
+
+    /// The most still images one question may carry ([`Self::generate_images`]); 0 for a model
+    /// without an image mode (the default).
+    fn max_images(&self) -> usize {
+        0
+    }
+
+    /// Answers `prompt` about still images (each encoded at full resolution as the model's image
+    /// processor does, not as video frames); `on_text` receives the text as it is generated.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for no images or more than [`Self::max_images`], a malformed image,
+    /// or a prompt over the context; others on failed ops.
+    fn generate_images(
+        &mut self,
+        images: &[VideoFrame],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        let _ = (images, prompt, params, on_text);
+        Err(ModelError::Input(format!(
+            "{}: this model takes no still images",
+            self.name()
+        )))
+    }
 
     /// The token ids [`Self::generate`] would prefill for `prompt` about `clip`, and the logits at
     /// every position of one forward pass over them (no generation).

@@ -4,19 +4,25 @@
 //! vision half turns frames into [`VisualTokens`] (one group per frame or frame group, with its time
 //! range), the pooling stage may merge groups, and the language half answers a prompt over them.
 
+#![warn(missing_docs)]
+
 pub mod chat_template;
+mod checkpoint;
 pub mod cpu_ops;
 pub mod generation;
 pub mod gguf;
 pub mod hub;
 mod interface;
 pub mod llama_text;
+pub mod load;
 pub mod memory;
 pub mod qwen3_vl;
 pub mod smolvlm;
 
+pub use checkpoint::{Checkpoint, Tensors};
 pub use interface::{
-    Clip, FinishReason, Generation, GenerationParams, ModelError, PromptLogits, StopFlag,
-    VideoFrame, VisionLanguageModel, VisualTokens,
+    error_line, AskOutput, Clip, FinishReason, FramePixels, Generation, GenerationParams,
+    ModelError, PixelData, PixelStep, PromptLogits, StopFlag, VideoFrame, VisionLanguageModel,
+    VisualTokens,
 };
-pub use smolvlm::{load_model, LoadOptions};
+pub use load::{load_model, Family, LoadOptions, FAMILIES};

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use vidlm_models::smolvlm::{LoadOptions, SmolVlmEngine};
+use vidlm_models::smolvlm::SmolVlmEngine;
+use vidlm_models::LoadOptions;
 use vidlm_models::{VideoFrame, VisionLanguageModel};
 
 fn fixtures() -> PathBuf {
@@ -24,7 +25,7 @@ fn load_png(path: &Path, timestamp: f64) -> VideoFrame {
         rgb: img.into_raw(),
         width,
         height,
-        timestamp,
+        pts: timestamp,
     }
 }
 

@@ -53,7 +53,7 @@ fn frames(c: &serde_json::Value) -> Vec<VideoFrame> {
                 rgb: x.flatten_all().unwrap().to_vec1::<u8>().unwrap(),
                 width: w as u32,
                 height: h as u32,
-                timestamp: f["timestamp"].as_f64().unwrap(),
+                pts: f["timestamp"].as_f64().unwrap(),
             }
         })
         .collect()
@@ -88,10 +88,7 @@ fn load_model_picks_qwen3_vl_and_generates_like_transformers() {
             fr.len() / 2,
             "{name}: one group per frame pair"
         );
-        assert_eq!(
-            (groups[0].start, groups[0].end),
-            (fr[0].timestamp, fr[1].timestamp)
-        );
+        assert_eq!((groups[0].start, groups[0].end), (fr[0].pts, fr[1].pts));
         assert_eq!(
             (groups[0].grid_h, groups[0].grid_w),
             (3, 4),

@@ -67,7 +67,7 @@ impl Reference {
                     rgb: t.flatten_all().unwrap().to_vec1::<u8>().unwrap(),
                     width: w as u32,
                     height: h as u32,
-                    timestamp: f["timestamp"].as_f64().unwrap(),
+                    pts: f["timestamp"].as_f64().unwrap(),
                 }
             })
             .collect()

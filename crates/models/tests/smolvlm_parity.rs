@@ -170,14 +170,15 @@ fn load_png(path: &Path, timestamp: f64) -> vidlm_models::VideoFrame {
         rgb: img.into_raw(),
         width,
         height,
-        timestamp,
+        pts: timestamp,
     }
 }
 
 /// From the PNG frames through our processor, vision tower and decoder: the reference ids and
 /// greedy tokens (video: 1 and 4 frames; image mode with splitting), for both checkpoints.
 fn check_end_to_end(ckpt: &str) {
-    use vidlm_models::smolvlm::{LoadOptions, SmolVlmEngine};
+    use vidlm_models::smolvlm::SmolVlmEngine;
+    use vidlm_models::LoadOptions;
     use vidlm_models::VisionLanguageModel;
     let dir = fixtures();
     let json: serde_json::Value = serde_json::from_str(
@@ -299,7 +300,8 @@ fn tiny_sf4_end_to_end_from_png_frames() {
 /// has rows, stamped with its start; the intro counts groups.
 #[test]
 fn pooled_groups_carry_their_token_count() {
-    use vidlm_models::smolvlm::{LoadOptions, SmolVlmEngine};
+    use vidlm_models::smolvlm::SmolVlmEngine;
+    use vidlm_models::LoadOptions;
     use vidlm_models::VisualTokens;
     let ckpt = fixtures().join("smolvlm-tiny-sf2");
     let engine = SmolVlmEngine::load(ckpt.to_str().unwrap(), &LoadOptions::default()).unwrap();

@@ -33,7 +33,7 @@ fn load_png(rel: &str, timestamp: f64) -> VideoFrame {
         width: img.width(),
         height: img.height(),
         rgb: img.into_raw(),
-        timestamp,
+        pts: timestamp,
     }
 }
 
@@ -254,7 +254,7 @@ fn video_captions_and_duration() {
         rgb: vec![7u8; 64 * 64 * 3],
         width: 64,
         height: 64,
-        timestamp: t,
+        pts: t,
     };
     let frames: Vec<VideoFrame> = [0.0, 59.99, 61.5, 3725.2].into_iter().map(frame).collect();
     let got = p
@@ -292,7 +292,7 @@ fn video_text_and_pixels_separately() {
     let r = reference("smolvlm-tiny-sf2");
     let c = case(&r, "video_4frames_64x64");
     let frames = frames_of(c);
-    let ts: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+    let ts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
     let dur = c["video_duration"].as_f64();
     let text = p
         .video_prompt_for_timestamps(&ts, c["question"].as_str().unwrap(), dur)
@@ -355,7 +355,7 @@ fn bad_inputs_are_clear_errors() {
         rgb: vec![0u8; 8 * 8 * 3],
         width: 8,
         height: 8,
-        timestamp: 0.0,
+        pts: 0.0,
     };
     let short = VideoFrame {
         rgb: vec![0u8; 10],
@@ -369,7 +369,7 @@ fn bad_inputs_are_clear_errors() {
     assert!(err(p.video_prompt(std::slice::from_ref(&short), "q")).contains("needs 192 bytes"));
     assert!(err(p.image_prompt(&[short], "q")).contains("needs 192 bytes"));
     let neg = VideoFrame {
-        timestamp: -1.0,
+        pts: -1.0,
         ..ok.clone()
     };
     assert!(err(p.video_prompt(&[neg], "q")).contains("not a time"));

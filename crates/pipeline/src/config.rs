@@ -73,7 +73,7 @@ impl PipelineConfig {
         let bad = |f: &str, why: &str| Err(PipelineError::Config(format!("{f}: {why}")));
         crate::source::check_strategy(&self.sampling.strategy)?;
         if let Some(size) = &self.sampling.size {
-            crate::source::parse_size(size)?;
+            vidlm_media::parse_size(size)?;
         }
         if self.sampling.max_frames == Some(0) {
             return bad("sampling.max_frames", "must be at least 1");
@@ -113,6 +113,78 @@ pub struct ModelConfig {
     /// Where the model runs: `auto` (CUDA in a CUDA build when a device answers, else the CPU),
     /// `cpu`, `cuda` or `cuda:N`; see [`DeviceChoice`].
     pub device: DeviceChoice,
+    /// Weight and activation dtype: `f32` (the CPU default), `bf16` or `f16` (for accelerators).
+    pub dtype: DtypeChoice,
+}
+
+impl ModelConfig {
+    /// The model crate's load options for this configuration (the device resolved now: a CUDA
+    /// device that does not answer falls back to the CPU with one warning).
+    pub fn load_options(&self) -> vidlm_models::LoadOptions {
+        vidlm_models::LoadOptions {
+            threads: self.threads,
+            max_frames: self.max_frames,
+            dtype: self.dtype.dtype(),
+            device: self.device.device(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The dtype a model is loaded in.
+///
+/// ```
+/// use vidlm_pipeline::DtypeChoice;
+/// assert_eq!("bf16".parse::<DtypeChoice>().unwrap(), DtypeChoice::Bf16);
+/// assert_eq!(DtypeChoice::default().to_string(), "f32");
+/// assert!("f8".parse::<DtypeChoice>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtypeChoice {
+    /// 32-bit floats (CPU).
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+impl DtypeChoice {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Self::F32 => candle_core::DType::F32,
+            Self::Bf16 => candle_core::DType::BF16,
+            Self::F16 => candle_core::DType::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for DtypeChoice {
+    type Err = PipelineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            _ => Err(PipelineError::Config(format!(
+                "dtype {s}: expected f32, bf16 or f16"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for DtypeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        })
+    }
 }
 
 impl Default for ModelConfig {
@@ -122,6 +194,7 @@ impl Default for ModelConfig {
             max_frames: None,
             threads: None,
             device: DeviceChoice::Auto,
+            dtype: DtypeChoice::F32,
         }
     }
 }

@@ -25,34 +25,40 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod batch;
 mod cancel;
 mod chunking;
 mod config;
 mod device;
 mod error;
+mod graph;
+mod job;
 mod metrics;
 mod pipeline;
 mod pooling;
 mod report;
+mod segment;
 mod source;
+mod stages;
 mod timestamps;
-mod workers;
 
 pub use cancel::{install_ctrlc, CancelToken};
-pub use chunking::{format_clock, merge_similar, Chunking, Segment};
+pub use chunking::{format_clock, merge_similar, Chunking};
 pub use config::{
-    ChunkingConfig, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig, PoolingConfig,
-    PromptConfig, SamplingConfig, WorkerConfig,
+    ChunkingConfig, DtypeChoice, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig,
+    PoolingConfig, PromptConfig, SamplingConfig, WorkerConfig,
 };
 pub use device::{DeviceChoice, CUDA_BUILD};
-pub use error::{PipelineError, Result};
+pub use error::{ErrorKind, JobError, PipelineError, Result};
+pub use job::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
 pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, StageSeconds};
 pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};
 pub use pooling::{PoolOp, Pooling};
 pub use report::{write_atomic, AskReport, OutputFormat, SamplingInfo, SummaryReport};
+pub use segment::{Segment, TimeSource};
 pub use source::{
-    is_live_input, FrameSource, MediaOpener, SampleRequest, SourceFrame, SourceInfo, SourceOpener,
+    is_live_input, FrameSource, MediaOpener, SampleRequest, SampledFrame, SourceInfo, SourceOpener,
 };
-pub use timestamps::{answer_times, model_segments, parse_times, TimeMention, TimeSource};
-pub use workers::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
+pub use timestamps::{answer_times, model_segments, parse_times, TimeMention};

@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use vidlm_models::VisionLanguageModel;
 
+use crate::graph::Graph;
+use crate::job::{Event, JobOutput, JobSpec};
 use crate::metrics::{Metrics, MetricsReport};
 use crate::report::{AskReport, SamplingInfo, SummaryReport};
 use crate::source::SourceOpener;
-use crate::workers::{Event, Graph, JobOutput, JobSpec};
-use crate::{CancelToken, PipelineConfig, PipelineError, Result};
+use crate::{CancelToken, JobError, PipelineConfig, PipelineError, Result};
 
 /// Builds a [`Pipeline`].
 ///
@@ -107,23 +108,15 @@ impl PipelineBuilder {
     }
 }
 
-/// Loads the model a [`crate::ModelConfig`] names.
+/// Loads the model a [`crate::ModelConfig`] names, through the model crate's registry
+/// ([`vidlm_models::load_model`]) with [`crate::ModelConfig::load_options`].
 ///
 /// # Errors
-/// [`PipelineError::Load`] with the model crate's one-line reason.
+/// [`PipelineError::Load`] naming the model, with the model crate's error.
 pub fn load_model(cfg: &crate::ModelConfig) -> Result<Box<dyn VisionLanguageModel>> {
-    let opts = vidlm_models::LoadOptions {
-        threads: cfg.threads,
-        max_frames: cfg.max_frames,
-        device: cfg.device.device(),
-        ..Default::default()
-    };
-    vidlm_models::load_model(&cfg.id, &opts).map_err(|e| {
-        // candle may append a backtrace to its messages; errors here are one line.
-        PipelineError::Load {
-            model: cfg.id.clone(),
-            reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-        }
+    vidlm_models::load_model(&cfg.id, &cfg.load_options()).map_err(|error| PipelineError::Load {
+        model: cfg.id.clone(),
+        error,
     })
 }
 
@@ -144,8 +137,8 @@ pub struct Pipeline {
 pub enum JobOutcome {
     /// It finished.
     Finished(JobOutput),
-    /// It failed with this one-line reason.
-    Failed(String),
+    /// It failed (one line naming the input when displayed; the kind with [`JobError::kind`]).
+    Failed(JobError),
     /// The run was cancelled before it finished.
     Cancelled,
 }
@@ -194,6 +187,8 @@ impl Pipeline {
             config: &self.config,
             max_frames: self.max_frames,
             frames_per_group: self.frames_per_group,
+            // Asked once per run: the encoder's resize/normalize, run on the preprocess threads.
+            pixel_step: crate::graph::lock(self.encoder.as_ref().unwrap_or(&self.llm)).pixel_step(),
             metrics: &metrics,
             cancel: &self.cancel,
         };
@@ -337,20 +332,8 @@ impl Pipeline {
         let report = self.run(std::slice::from_ref(&job), on_event);
         match report.outcomes.into_iter().next() {
             Some(JobOutcome::Finished(out)) => Ok(out),
-            Some(JobOutcome::Failed(reason)) => Err(PipelineError::Input {
-                reason: strip_prefix(&reason, &job.input),
-                input: job.input,
-            }),
+            Some(JobOutcome::Failed(e)) => Err(PipelineError::Job(e)),
             _ => Err(PipelineError::Cancelled),
         }
     }
-}
-
-/// Error strings from the stages start with the input; drop it when the caller re-adds it.
-fn strip_prefix(reason: &str, input: &str) -> String {
-    reason
-        .strip_prefix(input)
-        .and_then(|r| r.strip_prefix(": "))
-        .unwrap_or(reason)
-        .to_string()
 }

@@ -1,15 +1,15 @@
 //! What `summarize` and `ask` return, and how summaries are written: JSON, Markdown, SRT, WebVTT.
 //! Files are written atomically (a temporary file in the same folder, then a rename).
 
-use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::chunking::{format_clock, format_subtitle_time, Segment};
+use crate::chunking::{format_clock, format_subtitle_time};
+use crate::job::{TimeRange, Usage};
 use crate::metrics::JobTimings;
-use crate::workers::{TimeRange, Usage};
+use crate::segment::Segment;
 use crate::{PipelineError, Result};
 
 /// How the frames were chosen and grouped, as recorded in the output.
@@ -173,29 +173,7 @@ fn subtitles(segments: &[Segment], sep: char, vtt: bool) -> String {
 /// # Errors
 /// [`PipelineError::Io`] naming the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| PipelineError::Config(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(PipelineError::io(path, e));
-    }
-    Ok(())
+    vidlm_media::write_atomic(path, bytes).map_err(|e| PipelineError::io(path, e))
 }
 
 #[cfg(test)]

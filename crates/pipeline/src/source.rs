@@ -4,6 +4,8 @@
 //! with frames from elsewhere (a camera SDK, frames already in memory) can implement
 //! [`FrameSource`] and [`SourceOpener`] and hand the opener to the [`crate::PipelineBuilder`].
 
+pub use vidlm_media::SampledFrame;
+
 use crate::{PipelineError, Result};
 
 /// What is known about an input once it is opened, before its frames.
@@ -19,19 +21,6 @@ pub struct SourceInfo {
     pub live: bool,
 }
 
-/// One sampled frame, as decoded: packed RGB24 and its presentation time.
-#[derive(Debug, Clone)]
-pub struct SourceFrame {
-    /// Packed RGB24, `width * height * 3` bytes.
-    pub rgb: Vec<u8>,
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Presentation time, seconds from the start of the video.
-    pub pts: f64,
-}
-
 /// An opened input that yields its sampled frames in time order.
 pub trait FrameSource: Send {
     /// Facts known at open time.
@@ -42,7 +31,7 @@ pub trait FrameSource: Send {
     /// # Errors
     /// [`PipelineError::Input`] when decoding fails for good (a damaged file past the point
     /// where frames can still be recovered).
-    fn next_frame(&mut self) -> Option<Result<SourceFrame>>;
+    fn next_frame(&mut self) -> Option<Result<SampledFrame>>;
 
     /// Frames decoded so far (including those the sampler skipped), when the source counts them.
     fn frames_decoded(&self) -> u64 {
@@ -130,18 +119,6 @@ pub(crate) fn expected_frames(strategy: &str, span: f64, max: Option<usize>) -> 
     })
 }
 
-/// Parses `WxH`.
-pub(crate) fn parse_size(s: &str) -> Result<(u32, u32)> {
-    let bad = || PipelineError::Config(format!("size `{s}`: expected WIDTHxHEIGHT, e.g. 384x384"));
-    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
-    let w: u32 = w.trim().parse().map_err(|_| bad())?;
-    let h: u32 = h.trim().parse().map_err(|_| bad())?;
-    if w == 0 || h == 0 {
-        return Err(bad());
-    }
-    Ok((w, h))
-}
-
 /// Opens files, URLs and stdin with vidlm-media (FFmpeg): decode, sample, convert to RGB24.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MediaOpener;
@@ -190,16 +167,8 @@ impl FrameSource for MediaSource {
         &self.info
     }
 
-    fn next_frame(&mut self) -> Option<Result<SourceFrame>> {
-        Some(match self.sampler.next()? {
-            Ok(f) => Ok(SourceFrame {
-                rgb: f.rgb,
-                width: f.width,
-                height: f.height,
-                pts: f.pts,
-            }),
-            Err(e) => Err(e.into()),
-        })
+    fn next_frame(&mut self) -> Option<Result<SampledFrame>> {
+        Some(self.sampler.next()?.map_err(PipelineError::from))
     }
 
     fn frames_decoded(&self) -> u64 {

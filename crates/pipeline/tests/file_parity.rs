@@ -12,10 +12,9 @@
 //! Which `--sample` picks transformers' frames: its rule is round(linspace(0, F - 1, N)) (Qwen3-VL
 //! for `num_frames`, and for `fps` with N = int(F / fps * rate) clamped; SmolVLM2 truncates instead
 //! of rounding, and caps N at round(rate * duration) -- the fixtures' clips are chosen so that both
-//! give the same frames, which the generating script asserts). That is `frames:N` once vidlm's
-//! sampler follows the linspace rule (issue 10); the frames are evenly spaced here, so the fps grid
-//! `fps:R` with R = source fps / frame step lands on exactly them with today's sampler too, and
-//! that is what these tests run (`vidlm_sample_grid` in the reference).
+//! give the same frames, which the generating script asserts). vidlm's `frames:N` follows the
+//! linspace rule, so the tests run `frames:N` (`vidlm_sample` in the reference); the reference also
+//! names the `fps:R` grid that lands on the same frames (`vidlm_sample_grid`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -232,7 +231,7 @@ fn check_video_cases(name: &str, r: &Reference, per_group: usize) {
     for case in r.cases().iter().filter(|c| c["kind"] == "video") {
         let key = case["name"].as_str().unwrap();
         let what = format!("{name}/{key}");
-        let sample = case["vidlm_sample_grid"].as_str().unwrap().to_string();
+        let sample = case["vidlm_sample"].as_str().unwrap().to_string();
         let (p, calls) = pipeline(
             name,
             r.json["max_new_tokens"].as_u64().unwrap() as usize,
@@ -323,7 +322,7 @@ fn load_png(path: &Path) -> VideoFrame {
         rgb: img.into_raw(),
         width,
         height,
-        timestamp: 0.0,
+        pts: 0.0,
     }
 }
 

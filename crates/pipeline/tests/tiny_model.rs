@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vidlm_pipeline::{
-    Chunking, JobOutcome, JobOutput, JobSpec, Pipeline, PipelineConfig, SummaryReport,
+    Chunking, ErrorKind, JobOutcome, JobOutput, JobSpec, Pipeline, PipelineConfig, SummaryReport,
 };
 
 fn root() -> PathBuf {
@@ -152,7 +152,8 @@ fn several_videos_in_flight_share_the_encoder() {
         o[2]
     );
     assert!(
-        matches!(&o[3], JobOutcome::Failed(e) if e.contains("missing.mp4")),
+        matches!(&o[3], JobOutcome::Failed(e)
+            if e.to_string().contains("missing.mp4") && e.kind() == ErrorKind::Input),
         "{:?}",
         o[3]
     );

@@ -127,7 +127,7 @@ impl TimeValue {
         let s = match self {
             TimeValue::Seconds(s) => *s,
             TimeValue::Text(t) => {
-                vidlm_pipeline::batch::parse_time(t).map_err(|e| ApiError::bad_param(param, e))?
+                vidlm_media::parse_time(t).map_err(|e| ApiError::bad_param(param, e.to_string()))?
             }
         };
         if s.is_finite() && s >= 0.0 {

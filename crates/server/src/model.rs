@@ -3,80 +3,21 @@
 
 use std::sync::{Arc, Mutex};
 
-use vidlm_models::qwen3_vl::{is_qwen3_vl, Qwen3VlEngine};
-use vidlm_models::smolvlm::SmolVlmEngine;
 use vidlm_models::{
-    Clip, Generation, GenerationParams, LoadOptions, ModelError, PromptLogits, VideoFrame,
-    VisionLanguageModel, VisualTokens,
+    AskOutput, Clip, FramePixels, Generation, GenerationParams, LoadOptions, ModelError, PixelStep,
+    PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
 };
 
-/// A loaded model: the concrete engine, because image questions use each family's own image
-/// prompt (as `vidlm ask --image` does), which the pipeline's trait does not cover.
-pub enum ServedModel {
-    /// SmolVLM2.
-    Smol(Box<SmolVlmEngine>),
-    /// Qwen3-VL.
-    Qwen(Box<Qwen3VlEngine>),
-}
+/// A loaded model, of whatever family its config.json names.
+pub type ServedModel = Box<dyn VisionLanguageModel>;
 
-/// Loads the model `spec` (a directory or hub id) with `opts`, the family as its config.json says.
-/// The one place the server loads models.
+/// Loads the model `spec` (a directory or hub id) with `opts` through the model registry
+/// ([`vidlm_models::load_model`]). The one place the server loads models.
 ///
 /// # Errors
-/// The model crate's error (missing files, an invalid checkpoint).
+/// The model crate's error (missing files, an invalid checkpoint, an unknown model_type).
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<ServedModel, ModelError> {
-    if is_qwen3_vl(&vidlm_models::hub::resolve(spec)?) {
-        Ok(ServedModel::Qwen(Box::new(Qwen3VlEngine::load(
-            spec, opts,
-        )?)))
-    } else {
-        Ok(ServedModel::Smol(Box::new(SmolVlmEngine::load(
-            spec, opts,
-        )?)))
-    }
-}
-
-impl ServedModel {
-    /// The engine as the pipeline's trait object.
-    pub fn as_vlm(&mut self) -> &mut dyn VisionLanguageModel {
-        match self {
-            ServedModel::Smol(m) => m.as_mut(),
-            ServedModel::Qwen(m) => m.as_mut(),
-        }
-    }
-
-    fn vlm_ref(&self) -> &dyn VisionLanguageModel {
-        match self {
-            ServedModel::Smol(m) => m.as_ref(),
-            ServedModel::Qwen(m) => m.as_ref(),
-        }
-    }
-
-    /// Answers `question` about `images` with the family's image prompt (SmolVLM2: several
-    /// images, split into tiles; Qwen3-VL: one image).
-    ///
-    /// # Errors
-    /// [`ModelError::Input`] for no image, or more than one for Qwen3-VL; others when the model
-    /// fails.
-    pub fn ask_images(
-        &mut self,
-        images: &[VideoFrame],
-        question: &str,
-        params: &GenerationParams,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<Generation, ModelError> {
-        match self {
-            ServedModel::Smol(m) => Ok(m.ask_images(images, question, params, on_text)?.generation),
-            ServedModel::Qwen(m) => match images {
-                [one] => m.ask_image(one, question, params, on_text),
-                _ => Err(ModelError::Input(format!(
-                    "{}: a Qwen3-VL model takes one image per question (got {})",
-                    m.name(),
-                    images.len()
-                ))),
-            },
-        }
-    }
+    vidlm_models::load_model(spec, opts)
 }
 
 /// A [`ServedModel`] behind a mutex, handed to each batch's pipeline as its model: the worker
@@ -92,7 +33,7 @@ pub struct SharedModel {
 impl SharedModel {
     /// Shares `model`.
     pub fn new(model: ServedModel) -> Self {
-        let v = model.vlm_ref();
+        let v = model.as_ref();
         Self {
             name: v.name().to_string(),
             max_frames: v.max_frames(),
@@ -118,8 +59,43 @@ impl VisionLanguageModel for SharedModel {
         self.max_frames
     }
 
+    fn family(&self) -> &'static str {
+        self.with(|m| m.family())
+    }
+
+    fn accepts_text_only(&self) -> bool {
+        self.with(|m| m.accepts_text_only())
+    }
+
+    fn max_images(&self) -> usize {
+        self.with(|m| m.max_images())
+    }
+
+    fn generate_images(
+        &mut self,
+        images: &[VideoFrame],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        self.with(|m| m.generate_images(images, prompt, params, on_text))
+    }
+
+    fn pixel_step(&self) -> Option<Arc<dyn PixelStep>> {
+        // The step needs no lock: the pipeline's preprocess threads run it beside the encoder.
+        self.with(|m| m.pixel_step())
+    }
+
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        self.with(|m| m.encode_frame_pixels(frames, clip_frames))
+    }
+
     fn encode_frames(&mut self, frames: &[VideoFrame]) -> Result<Vec<VisualTokens>, ModelError> {
-        self.with(|m| m.as_vlm().encode_frames(frames))
+        self.with(|m| m.encode_frames(frames))
     }
 
     fn frames_per_group(&self) -> usize {
@@ -131,7 +107,7 @@ impl VisionLanguageModel for SharedModel {
         frames: &[VideoFrame],
         clip_frames: usize,
     ) -> Result<Vec<VisualTokens>, ModelError> {
-        self.with(|m| m.as_vlm().encode_clip_frames(frames, clip_frames))
+        self.with(|m| m.encode_clip_frames(frames, clip_frames))
     }
 
     fn generate(
@@ -141,10 +117,10 @@ impl VisionLanguageModel for SharedModel {
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
-        self.with(|m| m.as_vlm().generate(clip, prompt, params, on_text))
+        self.with(|m| m.generate(clip, prompt, params, on_text))
     }
 
     fn prompt_logits(&mut self, clip: &Clip, prompt: &str) -> Result<PromptLogits, ModelError> {
-        self.with(|m| m.as_vlm().prompt_logits(clip, prompt))
+        self.with(|m| m.prompt_logits(clip, prompt))
     }
 }

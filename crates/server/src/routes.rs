@@ -323,7 +323,7 @@ fn decode_image(url: &str, bytes: &[u8]) -> Result<VideoFrame, ApiError> {
         rgb: img.into_raw(),
         width,
         height,
-        timestamp: 0.0,
+        pts: 0.0,
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use vidlm_models::{FinishReason, LoadOptions, VideoFrame};
+use vidlm_pipeline::ErrorKind;
 use vidlm_pipeline::{CancelToken, Event, JobOutcome, JobOutput, JobSpec, Pipeline};
 
 use crate::api::Prepared;
@@ -196,8 +197,7 @@ impl ModelWorker {
         let model = match crate::model::load(&setup.spec, &setup.options) {
             Ok(m) => SharedModel::new(m),
             Err(e) => {
-                // candle may append a backtrace; one line is the message.
-                let why = e.to_string().lines().next().unwrap_or_default().to_string();
+                let why = vidlm_models::error_line(&e);
                 tracing::error!(model = %self.id, %why, "cannot load the model");
                 self.set_state(LoadState::Failed(why));
                 return;
@@ -351,7 +351,14 @@ impl ModelWorker {
                     }
                 }
                 Event::Failed { job, error } => {
-                    jobs[*job].send(JobEvent::Error(ApiError::bad_request(error.clone())))
+                    // The input's fault is the client's (400); the model's or ours is a 500.
+                    let e = match error.kind() {
+                        ErrorKind::Input | ErrorKind::Config => {
+                            ApiError::bad_request(error.to_string())
+                        }
+                        _ => ApiError::internal(error.to_string()),
+                    };
+                    jobs[*job].send(JobEvent::Error(e))
                 }
             });
             done.store(true, Ordering::SeqCst);
@@ -403,7 +410,9 @@ impl ModelWorker {
             let q = job.prepared.question.as_str();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 model.with(|m| match &job.input {
-                    JobInput::Images(frames) => m.ask_images(frames, q, &params, &mut on_text),
+                    JobInput::Images(frames) => m
+                        .generate_images(frames, q, &params, &mut on_text)
+                        .map(|o| o.generation),
                     JobInput::Video(_) => unreachable!("videos go through the pipeline"),
                 })
             }));

@@ -19,8 +19,8 @@ use super::processor::{rope_index, Expansion, PixelInput, Processor, VisualKind}
 use super::{Qwen3Vl, VisualInput};
 use crate::generation::decode_loop;
 use crate::{
-    Clip, Generation, GenerationParams, LoadOptions, ModelError, PromptLogits, VideoFrame,
-    VisionLanguageModel, VisualTokens,
+    AskOutput, Checkpoint, Clip, FramePixels, Generation, GenerationParams, LoadOptions,
+    ModelError, PixelStep, PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
 };
 
 /// A loaded Qwen3-VL ready to answer.
@@ -52,19 +52,6 @@ impl std::fmt::Debug for Qwen3VlEngine {
     }
 }
 
-/// True when `dir/config.json` says model_type "qwen3_vl".
-pub fn is_qwen3_vl(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("model_type")
-                .and_then(|m| m.as_str())
-                .map(|m| m == "qwen3_vl")
-        })
-        .unwrap_or(false)
-}
-
 impl Qwen3VlEngine {
     /// Loads a model from a local directory or hub id (see [`crate::hub::resolve`]).
     ///
@@ -72,15 +59,26 @@ impl Qwen3VlEngine {
     /// [`ModelError::File`] / [`ModelError::Invalid`] for missing files, another model_type,
     /// missing or misshapen tensors, an unreachable hub.
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, ModelError> {
-        if let Some(n) = opts.threads {
-            crate::generation::set_threads(n);
-        }
-        let dir = crate::hub::resolve(spec)?;
-        let model = Qwen3Vl::load(&dir, opts.dtype, &opts.device)?;
-        let processor = Processor::load(&dir)?;
+        Self::from_checkpoint(spec, &Checkpoint::open(spec)?, opts)
+    }
+
+    /// [`Self::load`] from an opened [`Checkpoint`], named `name` (what [`crate::load_model`]
+    /// calls for model_type `qwen3_vl`).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(
+        name: &str,
+        ckpt: &Checkpoint,
+        opts: &LoadOptions,
+    ) -> Result<Self, ModelError> {
+        opts.apply_threads();
+        let dir = ckpt.dir().to_path_buf();
+        let model = Qwen3Vl::from_checkpoint(ckpt, opts.dtype, &opts.device)?;
+        let processor = Processor::from_checkpoint(ckpt)?;
         let mut stop_ids =
             crate::generation::eos_ids(model.config.text_config.eos_token_id.as_ref());
-        stop_ids.extend(crate::generation::generation_config_eos(&dir));
+        stop_ids.extend(ckpt.generation_eos_ids()?);
         if let Some(id) = processor.tokenizer.token_to_id("<|im_end|>") {
             stop_ids.push(id);
         }
@@ -92,7 +90,7 @@ impl Qwen3VlEngine {
             .unwrap_or(768)
             .max(1);
         Ok(Self {
-            name: spec.to_string(),
+            name: name.to_string(),
             dir,
             model,
             processor,
@@ -220,11 +218,7 @@ impl Qwen3VlEngine {
     }
 
     /// Encodes already processed video pixels into one group per temporal patch.
-    fn groups(
-        &self,
-        px: PixelInput,
-        frames: &[VideoFrame],
-    ) -> Result<Vec<VisualTokens>, ModelError> {
+    fn groups(&self, px: PixelInput, pts: &[f64]) -> Result<Vec<VisualTokens>, ModelError> {
         let out = self.model.vision.forward(&px.pixels, px.grid)?;
         let m = self.model.config.vision_config.spatial_merge_size;
         let tp = self.model.config.vision_config.temporal_patch_size;
@@ -235,14 +229,14 @@ impl Qwen3VlEngine {
         let all = Tensor::cat(&cols, 1)?;
         (0..px.grid[0])
             .map(|t| {
-                let first = &frames[(t * tp).min(frames.len() - 1)];
-                let last = &frames[(t * tp + tp - 1).min(frames.len() - 1)];
+                let first = pts[(t * tp).min(pts.len() - 1)];
+                let last = pts[(t * tp + tp - 1).min(pts.len() - 1)];
                 Ok(VisualTokens {
                     embeddings: all.narrow(0, t * per, per)?,
                     grid_h: gh,
                     grid_w: gw,
-                    start: first.timestamp,
-                    end: last.timestamp,
+                    start: first,
+                    end: last,
                 })
             })
             .collect()
@@ -252,6 +246,37 @@ impl Qwen3VlEngine {
 impl VisionLanguageModel for Qwen3VlEngine {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn family(&self) -> &'static str {
+        "Qwen3-VL"
+    }
+
+    fn max_images(&self) -> usize {
+        1
+    }
+
+    fn generate_images(
+        &mut self,
+        images: &[VideoFrame],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        let [image] = images else {
+            return Err(ModelError::Input(format!(
+                "{} is a Qwen3-VL model, which takes one image per question (got {})",
+                self.name,
+                images.len()
+            )));
+        };
+        let generation = self.ask_image(image, prompt, params, on_text)?;
+        Ok(AskOutput {
+            generation,
+            prompt_ids: Vec::new(),
+            preprocess_seconds: 0.0,
+            vision_seconds: 0.0,
+        })
     }
 
     fn max_frames(&self) -> usize {
@@ -282,7 +307,26 @@ impl VisionLanguageModel for Qwen3VlEngine {
         let px = self
             .processor
             .video_pixels_in_clip(frames, clip_frames, &device)?;
-        self.groups(px, frames)
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.groups(px, &pts)
+    }
+
+    fn pixel_step(&self) -> Option<std::sync::Arc<dyn PixelStep>> {
+        Some(std::sync::Arc::new(self.processor.video_pixel_step()))
+    }
+
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        _clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = self.model.text.device();
+        let px = self.processor.video_patches(frames, &device)?;
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.groups(px, &pts)
     }
 
     fn generate(

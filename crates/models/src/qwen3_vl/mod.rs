@@ -16,7 +16,7 @@
 mod engine;
 pub mod processor;
 
-pub use engine::{is_qwen3_vl, Qwen3VlEngine};
+pub use engine::Qwen3VlEngine;
 
 use std::path::Path;
 
@@ -234,11 +234,15 @@ impl Config {
     /// [`ModelError::File`] when unreadable or malformed, [`ModelError::Invalid`] for another
     /// model_type or inconsistent sizes.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::File {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let cfg: Config = serde_json::from_str(&text).map_err(|e| ModelError::File {
+        Self::from_json(crate::checkpoint::read_json(path)?, path)
+    }
+
+    /// Checks an already parsed config.json (read from `path`, which errors name).
+    ///
+    /// # Errors
+    /// As [`Self::from_file`].
+    pub fn from_json(raw: serde_json::Value, path: &Path) -> Result<Self, ModelError> {
+        let cfg: Config = serde_json::from_value(raw).map_err(|e| ModelError::File {
             path: path.to_path_buf(),
             reason: format!("not a Qwen3-VL config: {e}"),
         })?;
@@ -949,13 +953,23 @@ impl Qwen3Vl {
     /// [`ModelError::File`] for a missing or unreadable file, [`ModelError::Invalid`] for another
     /// model_type or a missing/misshapen tensor (the message names the directory and tensor).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, ModelError> {
-        let config = Config::from_file(&dir.join("config.json"))?;
-        let files = weight_files(dir)?;
-        // SAFETY: the files are not modified while mapped (a model directory is read-only input).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-            .map_err(|e| ModelError::Invalid(format!("{}: {e}", dir.display())))?;
+        Self::from_checkpoint(&crate::Checkpoint::new(dir), dtype, device)
+    }
+
+    /// [`Self::load`] from a [`crate::Checkpoint`] (its config.json read once).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(
+        ckpt: &crate::Checkpoint,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let dir = ckpt.dir();
+        let config = Config::from_json(ckpt.config()?, &ckpt.path("config.json"))?;
+        let vb = VarBuilder::from_backend(Box::new(ckpt.tensors()?), dtype, device.clone());
         let invalid =
-            |e: candle_core::Error| ModelError::Invalid(format!("{}: {e}", dir.display()));
+            |e: candle_core::Error| ModelError::invalid(&format!("{}: {e}", dir.display()));
         let vision =
             VisionTower::new(&config.vision_config, vb.pp("model.visual")).map_err(invalid)?;
         let text =
@@ -1065,48 +1079,4 @@ impl Qwen3Vl {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(VisualInput { embeds, deepstack })
     }
-}
-
-/// The safetensors files of a model directory: the shards named by `model.safetensors.index.json`,
-/// else `model.safetensors`.
-fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, ModelError> {
-    let index = dir.join("model.safetensors.index.json");
-    if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::File {
-            path: index.clone(),
-            reason: e.to_string(),
-        })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::File {
-            path: index.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut files: Vec<String> = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::File {
-                path: index.clone(),
-                reason: "no weight_map".into(),
-            })?
-            .values()
-            .filter_map(|f| f.as_str().map(str::to_string))
-            .collect();
-        files.sort();
-        files.dedup();
-        let paths: Vec<_> = files.iter().map(|f| dir.join(f)).collect();
-        if let Some(p) = paths.iter().find(|p| !p.exists()) {
-            return Err(ModelError::File {
-                path: p.clone(),
-                reason: "shard named by model.safetensors.index.json is missing".into(),
-            });
-        }
-        return Ok(paths);
-    }
-    let single = dir.join("model.safetensors");
-    if !single.exists() {
-        return Err(ModelError::File {
-            path: single,
-            reason: "no model.safetensors (nor model.safetensors.index.json)".into(),
-        });
-    }
-    Ok(vec![single])
 }

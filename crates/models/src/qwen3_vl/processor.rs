@@ -306,17 +306,6 @@ pub struct Prompt {
     pub mm_token_type_ids: Vec<u8>,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
 fn pixel_config(v: serde_json::Value, path: &Path) -> Result<PixelConfig, ModelError> {
     serde_json::from_value(v).map_err(|e| ModelError::File {
         path: path.to_path_buf(),
@@ -334,23 +323,32 @@ impl Processor {
     /// [`ModelError::File`] for a missing or malformed file, [`ModelError::Tokenizer`] when the
     /// tokenizer lacks `<|image_pad|>`/`<|video_pad|>`.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        Self::from_checkpoint(&crate::Checkpoint::new(dir))
+    }
+
+    /// [`Self::load`] from a [`crate::Checkpoint`] (its JSON files read once for the whole load).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(ckpt: &crate::Checkpoint) -> Result<Self, ModelError> {
+        let dir = ckpt.dir();
         let tk_path = dir.join("tokenizer.json");
         let tokenizer =
             tokenizers::Tokenizer::from_file(&tk_path).map_err(|e| ModelError::File {
                 path: tk_path.clone(),
                 reason: e.to_string(),
             })?;
-        let source = crate::chat_template::find_chat_template(dir)?.ok_or_else(|| ModelError::File {
+        let source = ckpt.chat_template()?.ok_or_else(|| ModelError::File {
             path: dir.join("chat_template.jinja"),
-            reason: "no chat template (chat_template.jinja, chat_template.json, processor_config.json \
+            reason:
+                "no chat template (chat_template.jinja, chat_template.json, processor_config.json \
                      or tokenizer_config.json)"
-                .into(),
+                    .into(),
         })?;
         let chat_template = crate::chat_template::ChatTemplate::new(&source)?;
         let (mut image, mut video) = (None, None);
         let pc = dir.join("processor_config.json");
-        if pc.exists() {
-            let v = read_json(&pc)?;
+        if let Some(v) = ckpt.json("processor_config.json")? {
             if let Some(s) = v.get("image_processor") {
                 image = Some(pixel_config(s.clone(), &pc)?);
             }
@@ -359,12 +357,16 @@ impl Processor {
             }
         }
         let pp = dir.join("preprocessor_config.json");
-        if image.is_none() && pp.exists() {
-            image = Some(pixel_config(read_json(&pp)?, &pp)?);
+        if image.is_none() {
+            if let Some(v) = ckpt.json("preprocessor_config.json")? {
+                image = Some(pixel_config(v, &pp)?);
+            }
         }
         let vp = dir.join("video_preprocessor_config.json");
-        if video.is_none() && vp.exists() {
-            video = Some(pixel_config(read_json(&vp)?, &vp)?);
+        if video.is_none() {
+            if let Some(v) = ckpt.json("video_preprocessor_config.json")? {
+                video = Some(pixel_config(v, &vp)?);
+            }
         }
         let image = image.ok_or_else(|| ModelError::File {
             path: pp.clone(),
@@ -491,32 +493,62 @@ impl Processor {
                 )));
             }
         }
+        let step = self.video_pixel_step();
+        let resized = frames
+            .iter()
+            .map(|f| crate::PixelStep::pixels(&step, f, clip_frames))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.video_patches(&resized, device)
+    }
+
+    /// The video half of the processor as a [`crate::PixelStep`]: each frame smart-resized for
+    /// its clip (bicubic), on whatever thread runs it; [`Self::video_patches`] continues.
+    pub fn video_pixel_step(&self) -> VideoPixelStep {
+        VideoPixelStep {
+            video: self.video.clone(),
+        }
+    }
+
+    /// Frames from [`VideoPixelStep`] (all of one size) as the vision tower's input: padded to
+    /// whole temporal patches (the last frame repeated, as transformers pads), rescaled,
+    /// normalized and patchified.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for no frames, or frames of other forms or sizes.
+    pub fn video_patches(
+        &self,
+        frames: &[crate::FramePixels],
+        device: &Device,
+    ) -> Result<PixelInput, ModelError> {
         let c = &self.video;
         let tp = c.temporal_patch_size;
-        let (lo, hi) = c.budget((128 * 32 * 32, 32 * 32 * 768));
-        // The resize sees the frame count before padding, as transformers' does.
-        let (nh, nw) = smart_resize(
-            clip_frames.max(tp),
-            h,
-            w,
-            tp,
-            c.patch_size * c.merge_size,
-            lo,
-            hi,
-        )?;
-        let mut list: Vec<(Vec<u8>, f64)> = frames
-            .iter()
-            .map(|f| (resize_bicubic(&f.rgb, w, h, nw, nh), f.timestamp))
-            .collect();
+        let mut list: Vec<(&[u8], f64)> = Vec::with_capacity(frames.len() + tp);
+        let mut size = None;
+        for (i, f) in frames.iter().enumerate() {
+            let crate::PixelData::Rgb { rgb, width, height } = &f.data else {
+                return Err(ModelError::Input(format!(
+                    "frame {i}: not resized RGB from the Qwen3-VL pixel step"
+                )));
+            };
+            if *size.get_or_insert((*width, *height)) != (*width, *height)
+                || rgb.len() != width * height * 3
+            {
+                return Err(ModelError::Input(format!(
+                    "frame {i}: {width}x{height}, unlike the clip's other frames"
+                )));
+            }
+            list.push((rgb, f.pts));
+        }
+        let (nw, nh) = size.ok_or_else(|| ModelError::Input("no frames".into()))?;
         while list.len() % tp != 0 {
-            let last = list.last().cloned().expect("non-empty");
+            let last = *list.last().expect("non-empty");
             list.push(last);
         }
         let pair_times = list
             .chunks(tp)
             .map(|ch| (ch[0].1 + ch[tp - 1].1) / 2.0)
             .collect();
-        let imgs: Vec<&[u8]> = list.iter().map(|(v, _)| v.as_slice()).collect();
+        let imgs: Vec<&[u8]> = list.iter().map(|(v, _)| *v).collect();
         let (pixels, grid) = patchify(&imgs, nh, nw, c, device)?;
         Ok(PixelInput {
             pixels,
@@ -551,7 +583,7 @@ impl Processor {
         Ok(PixelInput {
             pixels,
             grid,
-            pair_times: vec![frame.timestamp],
+            pair_times: vec![frame.pts],
         })
     }
 }
@@ -725,6 +757,52 @@ pub fn rope_index(
         .max()
         .unwrap_or(-1);
     Ok((pos, max + 1 - n as i64))
+}
+
+/// Qwen3-VL's per-frame video step: the smart-resize for the clip's frame count, then bicubic
+/// (what dominates the processor's time); the rest runs with the patching.
+#[derive(Debug, Clone)]
+pub struct VideoPixelStep {
+    video: PixelConfig,
+}
+
+impl crate::PixelStep for VideoPixelStep {
+    fn pixels(
+        &self,
+        frame: &crate::VideoFrame,
+        clip_frames: usize,
+    ) -> Result<crate::FramePixels, ModelError> {
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        if w == 0 || h == 0 || frame.rgb.len() != w * h * 3 {
+            return Err(ModelError::Input(format!(
+                "frame at {:.3} s: {w}x{h} RGB24 needs {} bytes, got {}",
+                frame.pts,
+                w * h * 3,
+                frame.rgb.len()
+            )));
+        }
+        let c = &self.video;
+        let tp = c.temporal_patch_size;
+        let (lo, hi) = c.budget((128 * 32 * 32, 32 * 32 * 768));
+        // The resize sees the frame count before padding, as transformers' does.
+        let (nh, nw) = smart_resize(
+            clip_frames.max(tp),
+            h,
+            w,
+            tp,
+            c.patch_size * c.merge_size,
+            lo,
+            hi,
+        )?;
+        Ok(crate::FramePixels {
+            pts: frame.pts,
+            data: crate::PixelData::Rgb {
+                rgb: resize_bicubic(&frame.rgb, w, h, nw, nh),
+                width: nw,
+                height: nh,
+            },
+        })
+    }
 }
 
 #[cfg(test)]

@@ -10,46 +10,18 @@
 //! `int(duration)` of the video), the last group's `end` only when the duration is unknown.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 use super::processor::{ProcessedInput, SmolVlmProcessor};
 use super::SmolVlm;
 use crate::generation::decode_loop;
 use crate::{
-    Clip, Generation, GenerationParams, ModelError, PromptLogits, VideoFrame, VisionLanguageModel,
-    VisualTokens,
+    AskOutput, Checkpoint, Clip, FramePixels, Generation, GenerationParams, LoadOptions,
+    ModelError, PixelData, PixelStep, PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
 };
-
-/// How to load a model.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// Dtype of weights and activations (f32 on CPU; bf16/f16 for accelerators).
-    pub dtype: DType,
-    /// Where the model runs.
-    pub device: Device,
-    /// CPU threads for the matmuls (None: all cores, or `RAYON_NUM_THREADS`).
-    pub threads: Option<usize>,
-    /// Most frames per prompt (None: the checkpoint's video `max_frames`, else 64).
-    pub max_frames: Option<usize>,
-    /// Frames encoded per vision batch (1 by default: batching gained nothing on CPU here -- the
-    /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core
-    /// machine; larger batches suit a GPU).
-    pub vision_batch: usize,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            dtype: DType::F32,
-            device: Device::Cpu,
-            threads: None,
-            max_frames: None,
-            vision_batch: 1,
-        }
-    }
-}
 
 /// A loaded SmolVLM ready to answer: weights, tokenizer and processor.
 pub struct SmolVlmEngine {
@@ -58,7 +30,7 @@ pub struct SmolVlmEngine {
     /// The weights.
     pub model: SmolVlm,
     /// The processor (prompt text, token ids, pixel values).
-    pub processor: SmolVlmProcessor,
+    pub processor: Arc<SmolVlmProcessor>,
     stop_ids: Vec<u32>,
     max_frames: usize,
     vision_batch: usize,
@@ -76,19 +48,6 @@ impl std::fmt::Debug for SmolVlmEngine {
     }
 }
 
-/// Timings and sizes of one [`SmolVlmEngine::ask`].
-#[derive(Debug, Clone)]
-pub struct AskOutput {
-    /// The generation.
-    pub generation: Generation,
-    /// Prompt token ids (with the `<image>` placeholders).
-    pub prompt_ids: Vec<u32>,
-    /// Seconds preprocessing the frames (resize, normalize).
-    pub preprocess_seconds: f64,
-    /// Seconds in the vision tower and connector.
-    pub vision_seconds: f64,
-}
-
 impl SmolVlmEngine {
     /// Loads a model from a local directory or hub id (see [`crate::hub::resolve`]).
     ///
@@ -96,12 +55,23 @@ impl SmolVlmEngine {
     /// [`ModelError::File`] / [`ModelError::Invalid`] for missing files, unknown model_type,
     /// missing or misshapen tensors (naming file and tensor), unreachable hub.
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self, ModelError> {
-        if let Some(n) = opts.threads {
-            crate::generation::set_threads(n);
-        }
-        let dir = crate::hub::resolve(spec)?;
-        let model = SmolVlm::load(&dir, opts.dtype, &opts.device)?;
-        let processor = SmolVlmProcessor::from_dir(&dir)?;
+        Self::from_checkpoint(spec, &Checkpoint::open(spec)?, opts)
+    }
+
+    /// [`Self::load`] from an opened [`Checkpoint`], named `name` (what [`crate::load_model`]
+    /// calls for model_type `smolvlm`).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(
+        name: &str,
+        ckpt: &Checkpoint,
+        opts: &LoadOptions,
+    ) -> Result<Self, ModelError> {
+        opts.apply_threads();
+        let dir = ckpt.dir().to_path_buf();
+        let model = SmolVlm::from_checkpoint(ckpt, opts.dtype, &opts.device)?;
+        let processor = SmolVlmProcessor::from_checkpoint(ckpt)?;
         if processor.image_token_id() != model.config.image_token_id {
             return Err(ModelError::Invalid(format!(
                 "{}: image_token_id {} differs from the tokenizer's <image> id {}",
@@ -116,7 +86,7 @@ impl SmolVlmEngine {
             .text_config
             .eos_ids()
             .into_iter()
-            .chain(crate::generation::generation_config_eos(&dir))
+            .chain(ckpt.generation_eos_ids()?)
         {
             if !stop_ids.contains(&id) {
                 stop_ids.push(id);
@@ -124,13 +94,13 @@ impl SmolVlmEngine {
         }
         let max_frames = opts
             .max_frames
-            .unwrap_or_else(|| video_max_frames(&dir).unwrap_or(64))
+            .unwrap_or_else(|| video_max_frames(ckpt).unwrap_or(64))
             .max(1);
         Ok(Self {
-            name: spec.to_string(),
+            name: name.to_string(),
             dir,
             model,
-            processor,
+            processor: Arc::new(processor),
             stop_ids,
             max_frames,
             vision_batch: opts.vision_batch.max(1),
@@ -173,6 +143,25 @@ impl SmolVlmEngine {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
         self.processor.tokenizer()
+    }
+
+    /// One [`VisualTokens`] group per frame of `pixels` (`[n, 3, S, S]`), stamped with `pts`.
+    fn frame_tokens(&self, pixels: &Tensor, pts: &[f64]) -> Result<Vec<VisualTokens>, ModelError> {
+        let feats = self.encode_pixels(pixels)?;
+        let (_, n, _) = feats.dims3()?;
+        let side = (n as f64).sqrt().round() as usize;
+        pts.iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                Ok(VisualTokens {
+                    embeddings: feats.get(i)?,
+                    grid_h: side,
+                    grid_w: n / side.max(1),
+                    start: t,
+                    end: t,
+                })
+            })
+            .collect()
     }
 
     /// Runs pixel values `[n, 3, S, S]` through the vision tower and connector in batches:
@@ -364,10 +353,9 @@ impl SmolVlmEngine {
 
 /// The video processor's frame budget: `video_sampling.max_frames` of `processor_config.json`'s
 /// `video_processor` (transformers 5) or of `preprocessor_config.json` (4.x).
-fn video_max_frames(dir: &Path) -> Option<usize> {
-    let read = |f: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(f)).ok()?).ok()
-    };
+fn video_max_frames(ckpt: &Checkpoint) -> Option<usize> {
+    // An unreadable optional file only loses this default; the processor reports it.
+    let read = |f: &str| ckpt.json(f).ok().flatten();
     let from = |v: &serde_json::Value| {
         v.pointer("/video_sampling/max_frames")
             .and_then(|x| x.as_u64())
@@ -388,6 +376,25 @@ impl VisionLanguageModel for SmolVlmEngine {
         &self.name
     }
 
+    fn family(&self) -> &'static str {
+        "SmolVLM2"
+    }
+
+    fn max_images(&self) -> usize {
+        // Each image becomes its tiles plus a global view; the context is the only limit.
+        usize::MAX
+    }
+
+    fn generate_images(
+        &mut self,
+        images: &[VideoFrame],
+        prompt: &str,
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<AskOutput, ModelError> {
+        self.ask_images(images, prompt, params, on_text)
+    }
+
     fn max_frames(&self) -> usize {
         self.max_frames
     }
@@ -397,22 +404,48 @@ impl VisionLanguageModel for SmolVlmEngine {
             return Ok(Vec::new());
         }
         let pixels = self.video_pixels(frames)?;
-        let feats = self.encode_pixels(&pixels)?;
-        let (_, n, _) = feats.dims3()?;
-        let side = (n as f64).sqrt().round() as usize;
-        frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                Ok(VisualTokens {
-                    embeddings: feats.get(i)?,
-                    grid_h: side,
-                    grid_w: n / side.max(1),
-                    start: f.timestamp,
-                    end: f.timestamp,
-                })
-            })
-            .collect()
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.frame_tokens(&pixels, &pts)
+    }
+
+    fn pixel_step(&self) -> Option<Arc<dyn PixelStep>> {
+        // On CUDA the encoder preprocesses on the device itself (our kernels).
+        if !self.model.vision_device().is_cpu() {
+            return None;
+        }
+        Some(self.processor.clone())
+    }
+
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        _clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let side = self.processor.video_config().max_image_size;
+        let mut values = Vec::with_capacity(frames.len() * 3 * side * side);
+        for (i, f) in frames.iter().enumerate() {
+            match &f.data {
+                PixelData::Planes { values: v, shape } if *shape == [3, side, side] => {
+                    values.extend_from_slice(v)
+                }
+                other => {
+                    return Err(ModelError::Input(format!(
+                        "frame {i}: pixels {} are not this model's [3, {side}, {side}] planes",
+                        pixel_kind(other)
+                    )))
+                }
+            }
+        }
+        let pixels = Tensor::from_vec(
+            values,
+            (frames.len(), 3, side, side),
+            self.model.vision_device(),
+        )?;
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.frame_tokens(&pixels, &pts)
     }
 
     fn generate(
@@ -433,28 +466,10 @@ impl VisionLanguageModel for SmolVlmEngine {
     }
 }
 
-/// Loads the model `spec` names (a local directory or a hub id) as a [`VisionLanguageModel`]:
-/// SmolVLM (`model_type` "smolvlm") or Qwen3-VL ("qwen3_vl"), as config.json says.
-///
-/// # Errors
-/// [`ModelError::File`] for a missing directory/file or an unreachable hub (one line with the
-/// download command), [`ModelError::Invalid`] for an unknown model_type or a missing/misshapen
-/// tensor.
-///
-/// ```no_run
-/// let opts = vidlm_models::LoadOptions::default();
-/// let model = vidlm_models::load_model("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", &opts)?;
-/// println!("{} takes up to {} frames", model.name(), model.max_frames());
-/// # Ok::<(), vidlm_models::ModelError>(())
-/// ```
-pub fn load_model(
-    spec: &str,
-    opts: &LoadOptions,
-) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
-    // Qwen3-VL (model_type "qwen3_vl") has its own engine; everything else goes to SmolVLM's
-    // loader, which names an unknown model_type in its error.
-    if crate::qwen3_vl::is_qwen3_vl(&crate::hub::resolve(spec)?) {
-        return Ok(Box::new(crate::qwen3_vl::Qwen3VlEngine::load(spec, opts)?));
+/// How pixels of another form are named in errors.
+pub(crate) fn pixel_kind(d: &PixelData) -> String {
+    match d {
+        PixelData::Planes { shape, .. } => format!("planes {shape:?}"),
+        PixelData::Rgb { width, height, .. } => format!("RGB {width}x{height}"),
     }
-    Ok(Box::new(SmolVlmEngine::load(spec, opts)?))
 }

@@ -16,10 +16,9 @@ mod engine;
 mod gpu;
 pub mod processor;
 
-pub use engine::{load_model, AskOutput, LoadOptions, SmolVlmEngine};
+pub use engine::SmolVlmEngine;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -27,7 +26,7 @@ use serde::Deserialize;
 
 use crate::cpu_ops;
 use crate::llama_text::{TextConfig, TextModel};
-use crate::ModelError;
+use crate::{Checkpoint, ModelError};
 
 /// The vision tower's config (`vision_config`); missing fields take transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -142,14 +141,14 @@ impl Config {
     /// [`ModelError::File`] when it is missing or does not parse, [`ModelError::Invalid`] for a
     /// model_type other than `smolvlm` or inconsistent sizes.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::File {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::File {
-            path: path.to_path_buf(),
-            reason: format!("not valid JSON: {e}"),
-        })?;
+        Self::from_json(crate::checkpoint::read_json(path)?, path)
+    }
+
+    /// Checks an already parsed `config.json` (read from `path`, which errors name).
+    ///
+    /// # Errors
+    /// As [`Self::from_file`].
+    pub fn from_json(raw: serde_json::Value, path: &Path) -> Result<Self, ModelError> {
         match raw.get("model_type").and_then(|v| v.as_str()) {
             Some("smolvlm") => {}
             other => {
@@ -219,129 +218,9 @@ impl Config {
     }
 }
 
-/// A safetensors checkpoint (one file or the shards an index names) that reports the file and
-/// tensor in its errors.
-struct Checkpoint {
-    files: Vec<(PathBuf, candle_core::safetensors::MmapedSafetensors)>,
-    route: HashMap<String, usize>,
-    dir: PathBuf,
-}
-
-impl Checkpoint {
-    fn open(dir: &Path) -> Result<Self, ModelError> {
-        let index = dir.join("model.safetensors.index.json");
-        let single = dir.join("model.safetensors");
-        let paths: Vec<PathBuf> = if single.is_file() {
-            vec![single]
-        } else if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| ModelError::File {
-                path: index.clone(),
-                reason: e.to_string(),
-            })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::File {
-                    path: index.clone(),
-                    reason: format!("not valid JSON: {e}"),
-                })?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| ModelError::File {
-                    path: index.clone(),
-                    reason: "no `weight_map` object".into(),
-                })?;
-            let mut names: Vec<String> = map
-                .values()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect();
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
-        } else {
-            return Err(ModelError::File {
-                path: single,
-                reason: "missing (and no model.safetensors.index.json either)".into(),
-            });
-        };
-        let mut files = Vec::new();
-        let mut route = HashMap::new();
-        for p in paths {
-            if !p.is_file() {
-                return Err(ModelError::File {
-                    path: p,
-                    reason: "missing".into(),
-                });
-            }
-            // SAFETY: the file is mapped read-only; like every safetensors loader we rely on it not
-            // being truncated while the model is alive.
-            let st =
-                unsafe { candle_core::safetensors::MmapedSafetensors::new(&p) }.map_err(|e| {
-                    ModelError::File {
-                        path: p.clone(),
-                        reason: format!("not a safetensors file: {e}"),
-                    }
-                })?;
-            for (name, _) in st.tensors() {
-                route.insert(name, files.len());
-            }
-            files.push((p, st));
-        }
-        Ok(Self {
-            files,
-            route,
-            dir: dir.to_path_buf(),
-        })
-    }
-}
-
-impl candle_nn::var_builder::SimpleBackend for Checkpoint {
-    fn get(
-        &self,
-        s: candle_core::Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            let file = &self.files[self.route[name]].0;
-            candle_core::bail!(
-                "{}: tensor `{name}` has shape {:?}, the config needs {:?}",
-                file.display(),
-                t.dims(),
-                s.dims()
-            );
-        }
-        Ok(t)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.route.get(name) {
-            Some(&i) => {
-                let (path, st) = &self.files[i];
-                st.load(name, dev)
-                    .and_then(|t| t.to_dtype(dtype))
-                    .map_err(|e| {
-                        candle_core::Error::Msg(format!("{}: tensor `{name}`: {e}", path.display()))
-                    })
-            }
-            None => candle_core::bail!(
-                "{}: tensor `{name}` is missing from the checkpoint",
-                self.dir.display()
-            ),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.route.contains_key(name)
-    }
-}
-
-/// A load error as one line: candle appends a backtrace to its message when RUST_BACKTRACE is set.
+/// A load error as one line.
 fn invalid(e: candle_core::Error) -> ModelError {
-    let msg = e.to_string();
-    ModelError::Invalid(msg.lines().next().unwrap_or_default().to_string())
+    ModelError::invalid(&e)
 }
 
 #[derive(Debug, Clone)]
@@ -577,10 +456,22 @@ impl SmolVlm {
     /// [`ModelError::File`] for a missing or unreadable file, [`ModelError::Invalid`] for an
     /// unknown model_type or a missing/misshapen tensor (the message names the file and tensor).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, ModelError> {
-        let config = Config::from_file(&dir.join("config.json"))?;
-        let ckpt = Checkpoint::open(dir)?;
-        let has_head = ckpt.route.contains_key("lm_head.weight");
-        let vb = VarBuilder::from_backend(Box::new(ckpt), dtype, device.clone());
+        Self::from_checkpoint(&Checkpoint::new(dir), dtype, device)
+    }
+
+    /// [`Self::load`] from a [`Checkpoint`] (its `config.json` read once).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn from_checkpoint(
+        ckpt: &Checkpoint,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let config = Config::from_json(ckpt.config()?, &ckpt.path("config.json"))?;
+        let tensors = ckpt.tensors()?;
+        let has_head = tensors.contains("lm_head.weight");
+        let vb = VarBuilder::from_backend(Box::new(tensors), dtype, device.clone());
         let vision = VisionTower::new(&config, vb.clone())?;
         let tied = match config.tie_word_embeddings {
             Some(t) => t,

@@ -29,7 +29,8 @@ use serde_json::{json, Value};
 use tokenizers::Tokenizer;
 use vidlm_kernels::preprocess::{resize_rgb24, Filter};
 
-use crate::chat_template::{find_chat_template, read_json, ChatTemplate};
+use crate::chat_template::ChatTemplate;
+use crate::{Checkpoint, FramePixels, PixelData, PixelStep};
 use crate::{ModelError, VideoFrame};
 
 /// transformers' chat template for SmolVLM conversations that hold a video
@@ -257,7 +258,15 @@ impl SmolVlmProcessor {
     /// [`ModelError::File`] naming a missing or unreadable file; [`ModelError::Invalid`] when a
     /// setting is unusable or a special token is not in the vocabulary.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
-        let dir = dir.as_ref();
+        Self::from_checkpoint(&Checkpoint::new(dir.as_ref()))
+    }
+
+    /// [`Self::from_dir`] from a [`Checkpoint`] (its JSON files read once for the whole load).
+    ///
+    /// # Errors
+    /// As [`Self::from_dir`].
+    pub fn from_checkpoint(ckpt: &Checkpoint) -> Result<Self, ModelError> {
+        let dir = ckpt.dir();
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
             return Err(missing(tok_path));
@@ -266,8 +275,8 @@ impl SmolVlmProcessor {
             path: tok_path.clone(),
             reason: e.to_string(),
         })?;
-        let tok_cfg = optional_json(&dir.join("tokenizer_config.json"))?.unwrap_or(json!({}));
-        let proc_cfg = optional_json(&dir.join("processor_config.json"))?.unwrap_or(json!({}));
+        let tok_cfg = ckpt.json("tokenizer_config.json")?.unwrap_or(json!({}));
+        let proc_cfg = ckpt.json("processor_config.json")?.unwrap_or(json!({}));
 
         // transformers 5 keeps both sub-processors in processor_config.json; 4.x checkpoints (the
         // hub's SmolVLM2) have preprocessor_config.json, whose `video_sampling` the video
@@ -275,13 +284,13 @@ impl SmolVlmProcessor {
         let pre_path = dir.join("preprocessor_config.json");
         let image_json = match proc_cfg.get("image_processor") {
             Some(v) => v.clone(),
-            None => optional_json(&pre_path)?.ok_or_else(|| {
+            None => ckpt.json("preprocessor_config.json")?.ok_or_else(|| {
                 missing_with(&pre_path, "no image processor settings (neither processor_config.json's image_processor nor this file)")
             })?,
         };
         let video_json = match proc_cfg.get("video_processor") {
             Some(v) => v.clone(),
-            None => match optional_json(&dir.join("video_preprocessor_config.json"))? {
+            None => match ckpt.json("video_preprocessor_config.json")? {
                 Some(v) => v,
                 None => image_json.clone(),
             },
@@ -291,7 +300,7 @@ impl SmolVlmProcessor {
 
         let image_seq_len = match proc_cfg.get("image_seq_len").and_then(Value::as_u64) {
             Some(n) => n as usize,
-            None => image_seq_len_from_config(dir)?.unwrap_or(169),
+            None => image_seq_len_from_config(ckpt)?.unwrap_or(169),
         };
 
         let named = |k: &str, default: &str| -> String {
@@ -331,7 +340,7 @@ impl SmolVlmProcessor {
                 push(id);
             }
         }
-        if let Some(gen) = optional_json(&dir.join("generation_config.json"))? {
+        if let Some(gen) = ckpt.json("generation_config.json")? {
             match gen.get("eos_token_id") {
                 Some(Value::Number(n)) => n.as_u64().into_iter().for_each(|id| push(id as u32)),
                 Some(Value::Array(a)) => a
@@ -364,7 +373,7 @@ impl SmolVlmProcessor {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
-        let source = find_chat_template(dir)?.ok_or_else(|| {
+        let source = ckpt.chat_template()?.ok_or_else(|| {
             missing_with(
                 &dir.join("chat_template.jinja"),
                 "no chat template in the model directory",
@@ -415,7 +424,7 @@ impl SmolVlmProcessor {
         question: &str,
         duration: Option<f64>,
     ) -> Result<ProcessedInput, ModelError> {
-        let timestamps: Vec<f64> = frames.iter().map(|f| f.timestamp).collect();
+        let timestamps: Vec<f64> = frames.iter().map(|f| f.pts).collect();
         let mut out = self.video_prompt_for_timestamps(&timestamps, question, duration)?;
         let (pixel_values, pixel_shape) = self.video_pixels(frames)?;
         out.pixel_values = pixel_values;
@@ -528,6 +537,25 @@ impl SmolVlmProcessor {
             normalize_into(&rgb, &self.video_cfg, &mut pixel_values);
         }
         Ok((pixel_values, [frames.len(), 3, side, side]))
+    }
+
+    /// One video frame's pixel values as [`Self::video_pixels`] makes them, `[3, S, S]`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for a malformed frame.
+    pub fn video_frame_values(&self, frame: &VideoFrame) -> Result<FramePixels, ModelError> {
+        check_frame(frame, 0)?;
+        let side = self.video_cfg.max_image_size;
+        let mut values = Vec::with_capacity(3 * side * side);
+        let rgb = self.video_frame_pixels(frame)?;
+        normalize_into(&rgb, &self.video_cfg, &mut values);
+        Ok(FramePixels {
+            pts: frame.pts,
+            data: PixelData::Planes {
+                values,
+                shape: [3, side, side],
+            },
+        })
     }
 
     /// An image prompt: `images` (their `timestamp` is ignored) then `question`, as one user turn
@@ -1097,14 +1125,6 @@ fn token_content(v: &Value) -> Option<String> {
     }
 }
 
-fn optional_json(path: &Path) -> Result<Option<Value>, ModelError> {
-    if path.is_file() {
-        read_json(path).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
 fn missing(path: PathBuf) -> ModelError {
     ModelError::File {
         path,
@@ -1121,8 +1141,8 @@ fn missing_with(path: &Path, reason: &str) -> ModelError {
 
 /// `image_seq_len` from config.json when the processor config lacks it:
 /// `(image_size / patch_size)^2 / scale_factor^2`.
-fn image_seq_len_from_config(dir: &Path) -> Result<Option<usize>, ModelError> {
-    let Some(cfg) = optional_json(&dir.join("config.json"))? else {
+fn image_seq_len_from_config(ckpt: &Checkpoint) -> Result<Option<usize>, ModelError> {
+    let Some(cfg) = ckpt.json("config.json")? else {
         return Ok(None);
     };
     let get = |p: &str| cfg.pointer(p).and_then(Value::as_u64).map(|x| x as usize);
@@ -1136,6 +1156,14 @@ fn image_seq_len_from_config(dir: &Path) -> Result<Option<usize>, ModelError> {
             _ => None,
         },
     )
+}
+
+/// The video pixel step (each frame resized to the encoder's square and normalized on its own),
+/// run by the pipeline's preprocess threads.
+impl PixelStep for SmolVlmProcessor {
+    fn pixels(&self, frame: &VideoFrame, _clip_frames: usize) -> Result<FramePixels, ModelError> {
+        self.video_frame_values(frame)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! Loading a model: [`LoadOptions`], the registry of families ([`FAMILIES`]) and [`load_model`],
+//! the one loader the pipeline, the CLI and the servers call.
+//!
+//! # Adding a model family
+//! 1. A folder `crates/models/src/<family>/` with a `Config` that deserializes the checkpoint's
+//!    `config.json`, the weights, the processor and an engine implementing
+//!    [`VisionLanguageModel`], built from a [`Checkpoint`] (`from_checkpoint(name, ckpt, opts)`).
+//! 2. One line in [`FAMILIES`]: the `model_type` values it serves and that constructor.
+//! 3. Tiny fixtures made by a script in `tools/` with transformers' reference outputs, and parity
+//!    tests against them.
+//!
+//! Nothing in the pipeline or the CLI changes: they see `Box<dyn VisionLanguageModel>`.
+
+use candle_core::{DType, Device};
+
+use crate::{Checkpoint, ModelError, VisionLanguageModel};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Dtype of weights and activations (f32 on CPU; bf16/f16 for accelerators).
+    pub dtype: DType,
+    /// Where the model runs.
+    pub device: Device,
+    /// CPU threads for the matmuls (None: all cores, or `RAYON_NUM_THREADS`).
+    pub threads: Option<usize>,
+    /// Most frames per prompt (None: the checkpoint's video `max_frames`, else the family's
+    /// default).
+    pub max_frames: Option<usize>,
+    /// Frames encoded per vision batch (1 by default: batching gained nothing on CPU here -- the
+    /// 16-frame benchmark ran 5.3 s/frame with 1 and 9.1 s/frame with 8 on a loaded 2-core
+    /// machine; larger batches suit a GPU).
+    pub vision_batch: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            threads: None,
+            max_frames: None,
+            vision_batch: 1,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Sizes the CPU thread pool as [`Self::threads`] asks (see
+    /// [`crate::generation::set_threads`]); nothing when unset.
+    pub fn apply_threads(&self) {
+        if let Some(n) = self.threads {
+            crate::generation::set_threads(n);
+        }
+    }
+}
+
+/// Builds a family's model from an opened checkpoint; the `&str` is the name the model reports
+/// (the spec it was loaded from).
+pub type LoadFn =
+    fn(&str, &Checkpoint, &LoadOptions) -> Result<Box<dyn VisionLanguageModel>, ModelError>;
+
+/// A model family: the `config.json` `model_type` values it serves and how to build it.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The family's name, for messages ("SmolVLM2").
+    pub name: &'static str,
+    /// The `model_type` values of its checkpoints.
+    pub model_types: &'static [&'static str],
+    /// The constructor.
+    pub load: LoadFn,
+}
+
+/// Every family vidlm runs, by `model_type`.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "SmolVLM2",
+        model_types: &["smolvlm"],
+        load: |name, ckpt, opts| {
+            Ok(Box::new(crate::smolvlm::SmolVlmEngine::from_checkpoint(
+                name, ckpt, opts,
+            )?))
+        },
+    },
+    Family {
+        name: "Qwen3-VL",
+        model_types: &["qwen3_vl"],
+        load: |name, ckpt, opts| {
+            Ok(Box::new(crate::qwen3_vl::Qwen3VlEngine::from_checkpoint(
+                name, ckpt, opts,
+            )?))
+        },
+    },
+];
+
+/// The family serving `model_type`, if any.
+pub fn family(model_type: &str) -> Option<&'static Family> {
+    FAMILIES
+        .iter()
+        .find(|f| f.model_types.contains(&model_type))
+}
+
+/// Loads the model `spec` names (a local directory or a hub id) as a [`VisionLanguageModel`], the
+/// family picked by its `config.json`'s `model_type` ([`FAMILIES`]).
+///
+/// # Errors
+/// [`ModelError::File`] for a missing directory/file or an unreachable hub (one line with the
+/// download command), [`ModelError::Invalid`] for an unknown model_type (naming the ones served)
+/// or a missing/misshapen tensor.
+///
+/// ```no_run
+/// let opts = vidlm_models::LoadOptions::default();
+/// let model = vidlm_models::load_model("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", &opts)?;
+/// println!("{} takes up to {} frames", model.name(), model.max_frames());
+/// # Ok::<(), vidlm_models::ModelError>(())
+/// ```
+pub fn load_model(
+    spec: &str,
+    opts: &LoadOptions,
+) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
+    let ckpt = Checkpoint::open(spec)?;
+    let model_type = ckpt.model_type()?;
+    let fam = model_type.as_deref().and_then(family).ok_or_else(|| {
+        let served: Vec<String> = FAMILIES
+            .iter()
+            .flat_map(|f| {
+                f.model_types
+                    .iter()
+                    .map(|t| format!("\"{t}\" ({})", f.name))
+            })
+            .collect();
+        ModelError::Invalid(format!(
+            "{}: model_type {} is not supported (supported: {})",
+            ckpt.path("config.json").display(),
+            model_type
+                .map(|s| format!("\"{s}\""))
+                .unwrap_or_else(|| "(missing)".into()),
+            served.join(", ")
+        ))
+    })?;
+    (fam.load)(spec, &ckpt, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_model_type_has_one_family() {
+        let mut all: Vec<&str> = FAMILIES
+            .iter()
+            .flat_map(|f| f.model_types)
+            .copied()
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a model_type served twice");
+        assert_eq!(family("smolvlm").map(|f| f.name), Some("SmolVLM2"));
+        assert_eq!(family("qwen3_vl").map(|f| f.name), Some("Qwen3-VL"));
+        assert!(family("llava").is_none());
+    }
+
+    #[test]
+    fn every_fixture_loads_through_the_registry_as_its_family() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut seen = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir(&fixtures).unwrap() {
+            let dir = e.unwrap().path();
+            let ckpt = Checkpoint::new(&dir);
+            if !dir.join("config.json").is_file() || ckpt.weight_files().is_err() {
+                continue;
+            }
+            let model_type = ckpt.model_type().unwrap().unwrap();
+            let model = load_model(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+            assert_eq!(model.family(), family(&model_type).unwrap().name, "{dir:?}");
+            assert_eq!(model.name(), dir.to_str().unwrap());
+            seen.insert(model.family());
+            pixel_step_gives_the_encoders_tokens(model);
+        }
+        assert_eq!(
+            seen.len(),
+            FAMILIES.len(),
+            "a family without a fixture: {seen:?}"
+        );
+    }
+
+    /// Frames through the model's pixel step (as the pipeline's preprocess threads run it) and
+    /// `encode_frame_pixels` give exactly the tokens of `encode_clip_frames`.
+    fn pixel_step_gives_the_encoders_tokens(mut model: Box<dyn VisionLanguageModel>) {
+        let frames: Vec<crate::VideoFrame> = (0..4u8)
+            .map(|k| crate::VideoFrame {
+                rgb: (0..80 * 60 * 3)
+                    .map(|i| ((i * (k as usize + 3)) % 251) as u8)
+                    .collect(),
+                width: 80,
+                height: 60,
+                pts: k as f64 * 0.5,
+            })
+            .collect();
+        let clip = 8;
+        let want = model.encode_clip_frames(&frames, clip).unwrap();
+        let step = model.pixel_step().expect("CPU models have a pixel step");
+        let pixels: Vec<_> = frames
+            .iter()
+            .map(|f| step.pixels(f, clip).unwrap())
+            .collect();
+        let got = model.encode_frame_pixels(&pixels, clip).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.start, g.end, g.grid_h, g.grid_w),
+                (w.start, w.end, w.grid_h, w.grid_w)
+            );
+            let d = (&g.embeddings - &w.embeddings)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{}", model.name());
+        }
+        // Pixels of another form are refused with a clear error, not encoded.
+        let wrong = crate::FramePixels {
+            pts: 0.0,
+            data: crate::PixelData::Rgb {
+                rgb: vec![0; 3],
+                width: 1,
+                height: 1,
+            },
+        };
+        let other = match &pixels[0].data {
+            crate::PixelData::Rgb { .. } => crate::FramePixels {
+                pts: 0.0,
+                data: crate::PixelData::Planes {
+                    values: vec![0.0; 3],
+                    shape: [3, 1, 1],
+                },
+            },
+            crate::PixelData::Planes { .. } => wrong,
+        };
+        let err = model.encode_frame_pixels(&[other], clip).unwrap_err();
+        assert!(matches!(err, ModelError::Input(_)), "{err}");
+    }
+
+    #[test]
+    fn unknown_model_type_names_the_supported_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("config.json"), r#"{"model_type": "llava"}"#).unwrap();
+        let err = load_model(tmp.path().to_str().unwrap(), &LoadOptions::default())
+            .err()
+            .expect("llava is not served")
+            .to_string();
+        assert!(
+            err.contains("\"llava\"")
+                && err.contains("\"smolvlm\"")
+                && err.contains("\"qwen3_vl\""),
+            "{err}"
+        );
+    }
+}
