@@ -161,7 +161,9 @@ impl VisionLanguageModel for ReuseEncodings {
         self.encode(frames, Some(clip_frames))
     }
     fn pixel_step(&self) -> Option<Arc<dyn PixelStep>> {
-        self.inner.pixel_step()
+        // None on purpose: reuse is keyed on the decoded frames, so they must reach
+        // `encode_clip_frames` here rather than be resized on the preprocess threads first.
+        None
     }
     fn encode_frame_pixels(
         &mut self,

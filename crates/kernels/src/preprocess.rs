@@ -151,7 +151,9 @@ impl Normalize {
     }
 }
 
-/// Layout of a decoded frame.
+/// Layout of a decoded frame. The product hands RGB24 today (vidlm-media converts with swscale);
+/// the YUV layouts are the inputs of a GPU decode path (NVDEC gives NV12) that skips that copy, and
+/// are kept, tested against their CPU twins, for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
     /// Packed R, G, B bytes (one plane, `width * 3` bytes a row).

@@ -2,6 +2,11 @@
 //! histogram of the grid values is taken; two frames differ by the mean absolute difference of
 //! their grids and the total-variation distance of their histograms. The CPU twin is here; the
 //! CUDA kernel (`kernels/scene.cu`, `crate::gpu::scene`) computes the same integers.
+//!
+//! Not called by the product yet, on purpose: the pipeline's scene scores and the `scene:T` sampler
+//! use `vidlm_media::SceneDetector` (FFmpeg's measure, the scale users know from `select=scene`).
+//! This pair is the device-side score for when frames stay on the GPU (NVDEC decode), kept with its
+//! CPU twin so the GPU check compares them; it goes if that path is dropped.
 
 use rayon::prelude::*;
 

@@ -1,6 +1,9 @@
 //! A llama-architecture chat model from one llama.cpp GGUF file (e.g. SmolLM2-135M-Instruct, the
 //! language model of SmolVLM2-256M): quantized weights through [`crate::llama_text::TextModel`]
 //! (the same decoder SmolVLM uses), the tokenizer and chat template from the GGUF metadata.
+//!
+//! Reached from tests only so far (real SmolLM2 weights against transformers, `tests/smollm2_gguf.rs`):
+//! the base of GGUF loading for SmolVLM2's text tower (text GGUF + mmproj), which is the next user.
 
 use std::path::Path;
 

@@ -176,12 +176,73 @@ mod tests {
             assert_eq!(model.family(), family(&model_type).unwrap().name, "{dir:?}");
             assert_eq!(model.name(), dir.to_str().unwrap());
             seen.insert(model.family());
+            pixel_step_gives_the_encoders_tokens(model);
         }
         assert_eq!(
             seen.len(),
             FAMILIES.len(),
             "a family without a fixture: {seen:?}"
         );
+    }
+
+    /// Frames through the model's pixel step (as the pipeline's preprocess threads run it) and
+    /// `encode_frame_pixels` give exactly the tokens of `encode_clip_frames`.
+    fn pixel_step_gives_the_encoders_tokens(mut model: Box<dyn VisionLanguageModel>) {
+        let frames: Vec<crate::VideoFrame> = (0..4u8)
+            .map(|k| crate::VideoFrame {
+                rgb: (0..80 * 60 * 3)
+                    .map(|i| ((i * (k as usize + 3)) % 251) as u8)
+                    .collect(),
+                width: 80,
+                height: 60,
+                pts: k as f64 * 0.5,
+            })
+            .collect();
+        let clip = 8;
+        let want = model.encode_clip_frames(&frames, clip).unwrap();
+        let step = model.pixel_step().expect("CPU models have a pixel step");
+        let pixels: Vec<_> = frames
+            .iter()
+            .map(|f| step.pixels(f, clip).unwrap())
+            .collect();
+        let got = model.encode_frame_pixels(&pixels, clip).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.start, g.end, g.grid_h, g.grid_w),
+                (w.start, w.end, w.grid_h, w.grid_w)
+            );
+            let d = (&g.embeddings - &w.embeddings)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{}", model.name());
+        }
+        // Pixels of another form are refused with a clear error, not encoded.
+        let wrong = crate::FramePixels {
+            pts: 0.0,
+            data: crate::PixelData::Rgb {
+                rgb: vec![0; 3],
+                width: 1,
+                height: 1,
+            },
+        };
+        let other = match &pixels[0].data {
+            crate::PixelData::Rgb { .. } => crate::FramePixels {
+                pts: 0.0,
+                data: crate::PixelData::Planes {
+                    values: vec![0.0; 3],
+                    shape: [3, 1, 1],
+                },
+            },
+            crate::PixelData::Planes { .. } => wrong,
+        };
+        let err = model.encode_frame_pixels(&[other], clip).unwrap_err();
+        assert!(matches!(err, ModelError::Input(_)), "{err}");
     }
 
     #[test]

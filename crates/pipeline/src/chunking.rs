@@ -11,7 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use vidlm_models::VisualTokens;
 
-use crate::timestamps::TimeSource;
+use crate::segment::Segment;
 use crate::{PipelineError, Result};
 
 /// The chunking policy a job asks for.
@@ -252,32 +252,6 @@ impl Chunker {
         self.index += 1;
         self.cur_start = end;
         chunk
-    }
-}
-
-/// A time range with text: a described chunk, a merged segment, or a window of a stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Segment {
-    /// Start, seconds from the start of the video.
-    pub start: f64,
-    /// End, seconds from the start of the video.
-    pub end: f64,
-    /// What the model said about this range.
-    pub text: String,
-    /// Whether `start`/`end` come from the chunk grid or from times the model wrote.
-    #[serde(default)]
-    pub time_source: TimeSource,
-}
-
-impl Segment {
-    /// A segment whose times come from the chunk grid.
-    pub fn grid(start: f64, end: f64, text: impl Into<String>) -> Self {
-        Self {
-            start,
-            end,
-            text: text.into(),
-            time_source: TimeSource::Grid,
-        }
     }
 }
 

@@ -78,6 +78,8 @@ pub(crate) struct Graph<'a> {
     pub max_frames: usize,
     /// Frames per visual-token group of the encoder (2 for Qwen3-VL's frame pairs).
     pub frames_per_group: usize,
+    /// The encoder's pixel step, when it runs apart from the encoder (on the preprocess threads).
+    pub pixel_step: Option<std::sync::Arc<dyn vidlm_models::PixelStep>>,
     pub metrics: &'a Metrics,
     pub cancel: &'a CancelToken,
 }
@@ -90,6 +92,18 @@ pub(crate) fn lock<'m>(
 }
 
 impl Graph<'_> {
+    /// Frames one prompt of the job will carry ([`clip_frames`] of its plan): how a model whose
+    /// resize depends on the frame count sizes each frame.
+    pub(crate) fn clip_len(&self, plan: &JobPlan) -> usize {
+        clip_frames(
+            plan.plan,
+            plan.span,
+            plan.expected,
+            &self.config.sampling.strategy,
+            self.max_frames,
+        )
+    }
+
     /// Visual-token groups one prompt may carry: the frame budget over the frames per group.
     pub(crate) fn group_budget(&self) -> usize {
         (self.max_frames / self.frames_per_group.max(1)).max(1)
@@ -129,7 +143,7 @@ impl Graph<'_> {
                 let tx = enc_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("vidlm-preprocess-{i}"))
-                    .spawn_scoped(s, move || self.preprocess_worker(rx, tx))
+                    .spawn_scoped(s, move || self.preprocess_worker(jobs, rx, tx))
                     .expect("spawn preprocess thread");
             }
             drop(enc_tx);

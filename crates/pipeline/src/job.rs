@@ -3,8 +3,8 @@
 
 use vidlm_models::Generation;
 
-use crate::chunking::Segment;
 use crate::metrics::JobTimings;
+use crate::segment::Segment;
 use crate::source::SourceInfo;
 use crate::JobError;
 

@@ -39,12 +39,13 @@ mod metrics;
 mod pipeline;
 mod pooling;
 mod report;
+mod segment;
 mod source;
 mod stages;
 mod timestamps;
 
 pub use cancel::{install_ctrlc, CancelToken};
-pub use chunking::{format_clock, merge_similar, Chunking, Segment};
+pub use chunking::{format_clock, merge_similar, Chunking};
 pub use config::{
     ChunkingConfig, DtypeChoice, GenerationConfig, ModelConfig, OutputConfig, PipelineConfig,
     PoolingConfig, PromptConfig, SamplingConfig, WorkerConfig,
@@ -56,7 +57,8 @@ pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, Sta
 pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};
 pub use pooling::{PoolOp, Pooling};
 pub use report::{write_atomic, AskReport, OutputFormat, SamplingInfo, SummaryReport};
+pub use segment::{Segment, TimeSource};
 pub use source::{
     is_live_input, FrameSource, MediaOpener, SampleRequest, SampledFrame, SourceInfo, SourceOpener,
 };
-pub use timestamps::{answer_times, model_segments, parse_times, TimeMention, TimeSource};
+pub use timestamps::{answer_times, model_segments, parse_times, TimeMention};

@@ -187,6 +187,8 @@ impl Pipeline {
             config: &self.config,
             max_frames: self.max_frames,
             frames_per_group: self.frames_per_group,
+            // Asked once per run: the encoder's resize/normalize, run on the preprocess threads.
+            pixel_step: crate::graph::lock(self.encoder.as_ref().unwrap_or(&self.llm)).pixel_step(),
             metrics: &metrics,
             cancel: &self.cancel,
         };

@@ -6,9 +6,10 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::chunking::{format_clock, format_subtitle_time, Segment};
+use crate::chunking::{format_clock, format_subtitle_time};
 use crate::job::{TimeRange, Usage};
 use crate::metrics::JobTimings;
+use crate::segment::Segment;
 use crate::{PipelineError, Result};
 
 /// How the frames were chosen and grouped, as recorded in the output.

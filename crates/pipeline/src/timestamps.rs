@@ -9,20 +9,7 @@
 
 use std::ops::Range;
 
-use serde::{Deserialize, Serialize};
-
-use crate::chunking::Segment;
-
-/// Where a segment's times come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeSource {
-    /// The chunk grid (or scene cuts, or the whole clip): known by construction.
-    #[default]
-    Grid,
-    /// Times the model wrote in its text, checked against the clip's range.
-    Model,
-}
+use crate::segment::{Segment, TimeSource};
 
 /// One time (or time range) found in a text.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use vidlm_models::{
-    Clip, FinishReason, Generation, GenerationParams, ModelError, VideoFrame, VisionLanguageModel,
-    VisualTokens,
+    Clip, FinishReason, FramePixels, Generation, GenerationParams, ModelError, PixelData,
+    PixelStep, VideoFrame, VisionLanguageModel, VisualTokens,
 };
 use vidlm_pipeline::{
     CancelToken, Chunking, ErrorKind, Event, FrameSource, JobOutcome, JobOutput, JobSpec, Pipeline,
@@ -31,6 +31,55 @@ struct Probe {
     clip_videos: Mutex<Vec<(Option<f64>, Option<f64>)>>,
     /// Words written by long answers.
     words_written: AtomicUsize,
+    /// Names of the threads that ran the model's pixel step.
+    pixel_threads: Mutex<HashSet<String>>,
+    /// Frames that reached the encoder as pixels from the pixel step.
+    pixels_encoded: AtomicUsize,
+}
+
+/// The test model's pixel step: a frame's mean colour, computed wherever the pipeline runs it.
+struct MeanColour {
+    probe: Arc<Probe>,
+    poison_width: Option<u32>,
+}
+
+fn mean_colour(f: &VideoFrame) -> [f32; 3] {
+    let n = (f.width * f.height) as f32;
+    let mut mean = [0f32; 3];
+    for p in f.rgb.chunks_exact(3) {
+        for c in 0..3 {
+            mean[c] += p[c] as f32 / n;
+        }
+    }
+    mean
+}
+
+fn mean_tokens(mean: [f32; 3], pts: f64) -> Result<VisualTokens, ModelError> {
+    let data: Vec<f32> = (0..4).flat_map(|_| mean).collect();
+    Ok(VisualTokens {
+        embeddings: Tensor::from_vec(data, (4, 3), &Device::Cpu)?,
+        grid_h: 2,
+        grid_w: 2,
+        start: pts,
+        end: pts,
+    })
+}
+
+impl PixelStep for MeanColour {
+    fn pixels(&self, frame: &VideoFrame, _clip: usize) -> Result<FramePixels, ModelError> {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        self.probe.pixel_threads.lock().unwrap().insert(name);
+        if Some(frame.width) == self.poison_width {
+            return Err(ModelError::Input("poisoned frame".into()));
+        }
+        Ok(FramePixels {
+            pts: frame.pts,
+            data: PixelData::Planes {
+                values: mean_colour(frame).to_vec(),
+                shape: [3, 1, 1],
+            },
+        })
+    }
 }
 
 /// Encodes a frame as a 2x2 grid of its mean colour (hidden 3); generation describes the clip's
@@ -44,6 +93,8 @@ struct TestModel {
     poison_width: Option<u32>,
     /// When > 0, answers are this many words, one per 2 ms, honouring `params.stop`.
     answer_words: usize,
+    /// Whether it hands out a pixel step (run by the preprocess threads).
+    pixel_step: bool,
 }
 
 impl VisionLanguageModel for TestModel {
@@ -53,6 +104,38 @@ impl VisionLanguageModel for TestModel {
 
     fn accepts_text_only(&self) -> bool {
         true
+    }
+
+    fn pixel_step(&self) -> Option<Arc<dyn PixelStep>> {
+        self.pixel_step.then(|| {
+            Arc::new(MeanColour {
+                probe: self.probe.clone(),
+                poison_width: self.poison_width,
+            }) as Arc<dyn PixelStep>
+        })
+    }
+
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        _clip: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        std::thread::sleep(self.encode_delay);
+        self.probe
+            .pixels_encoded
+            .fetch_add(frames.len(), Ordering::SeqCst);
+        self.probe
+            .frames_encoded
+            .fetch_add(frames.len(), Ordering::SeqCst);
+        frames
+            .iter()
+            .map(|f| match &f.data {
+                PixelData::Planes { values, .. } => {
+                    mean_tokens([values[0], values[1], values[2]], f.pts)
+                }
+                PixelData::Rgb { .. } => Err(ModelError::Input("not this model's pixels".into())),
+            })
+            .collect()
     }
 
     fn max_frames(&self) -> usize {
@@ -75,23 +158,7 @@ impl VisionLanguageModel for TestModel {
             .fetch_add(frames.len(), Ordering::SeqCst);
         frames
             .iter()
-            .map(|f| {
-                let n = (f.width * f.height) as f32;
-                let mut mean = [0f32; 3];
-                for p in f.rgb.chunks_exact(3) {
-                    for c in 0..3 {
-                        mean[c] += p[c] as f32 / n;
-                    }
-                }
-                let data: Vec<f32> = (0..4).flat_map(|_| mean).collect();
-                Ok(VisualTokens {
-                    embeddings: Tensor::from_vec(data, (4, 3), &Device::Cpu)?,
-                    grid_h: 2,
-                    grid_w: 2,
-                    start: f.pts,
-                    end: f.pts,
-                })
-            })
+            .map(|f| mean_tokens(mean_colour(f), f.pts))
             .collect()
     }
 
@@ -258,6 +325,7 @@ struct Setup {
     decode_delay: Duration,
     poison_width: Option<u32>,
     answer_words: usize,
+    pixel_step: bool,
     cancel: CancelToken,
 }
 
@@ -271,6 +339,7 @@ impl Default for Setup {
             decode_delay: Duration::ZERO,
             poison_width: None,
             answer_words: 0,
+            pixel_step: false,
             cancel: CancelToken::new(),
         }
     }
@@ -286,6 +355,7 @@ impl Setup {
             generate_delay: self.generate_delay,
             poison_width: self.poison_width,
             answer_words: self.answer_words,
+            pixel_step: self.pixel_step,
         };
         let p = Pipeline::builder()
             .config(self.config)
@@ -615,4 +685,62 @@ fn stage_after_stage_mode_gives_the_same_results() {
             .collect()
     };
     assert_eq!(strip(run(true)), strip(run(false)));
+}
+
+#[test]
+fn the_pixel_step_runs_on_the_preprocess_threads_with_the_same_result() {
+    let jobs = vec![
+        JobSpec::summarize("a", "a:seconds=6,fps=2"),
+        JobSpec::summarize("poison", "p:seconds=4,fps=2,width=13"),
+        JobSpec::ask("b", "b:seconds=5,fps=2", "what?"),
+    ];
+    let run = |pixel_step: bool| {
+        let mut config = PipelineConfig::default();
+        config.chunking.policy = Chunking::Fixed(2.0);
+        config.workers.preprocess = 2;
+        let (p, probe) = Setup {
+            config,
+            pixel_step,
+            poison_width: Some(13),
+            ..Default::default()
+        }
+        .build();
+        let mut outcomes = p.run(&jobs, |_| {}).outcomes;
+        // Times differ run to run; everything else must not.
+        for o in &mut outcomes {
+            match o {
+                JobOutcome::Finished(JobOutput::Summary(s)) => s.timings = Default::default(),
+                JobOutcome::Finished(JobOutput::Answer(a)) => a.timings = Default::default(),
+                _ => {}
+            }
+        }
+        (outcomes, probe)
+    };
+    let (plain, plain_probe) = run(false);
+    let (stepped, probe) = run(true);
+    // Same outputs; the poisoned job fails alone, in the preprocess stage now.
+    assert_eq!(plain[0], stepped[0]);
+    assert_eq!(plain[2], stepped[2]);
+    for o in [&plain[1], &stepped[1]] {
+        assert!(
+            matches!(o, JobOutcome::Failed(e)
+                if e.to_string().contains("poisoned frame") && e.kind() == ErrorKind::Model),
+            "{o:?}"
+        );
+    }
+    assert!(
+        matches!(stepped[0], JobOutcome::Finished(_)),
+        "{:?}",
+        stepped[0]
+    );
+    assert_eq!(plain_probe.pixels_encoded.load(Ordering::SeqCst), 0);
+    assert!(plain_probe.pixel_threads.lock().unwrap().is_empty());
+    // Every frame of the good jobs reached the encoder as pixels, made off the encode thread.
+    assert_eq!(probe.pixels_encoded.load(Ordering::SeqCst), 12 + 10);
+    let threads = probe.pixel_threads.lock().unwrap();
+    assert!(!threads.is_empty());
+    assert!(
+        threads.iter().all(|t| t.starts_with("vidlm-preprocess-")),
+        "{threads:?}"
+    );
 }

@@ -1,5 +1,9 @@
 //! GPU token pooling (`kernels/pool.cu`): mean pooling and per-token cosine similarity, the same
 //! sums in the same order as [`crate::pool`], bit for bit.
+//!
+//! Not called by the product yet: the pooling stage works on CPU tensors (the CPU twin,
+//! `crate::pool`, is what it calls). This is the device path for when visual tokens stay on a CUDA
+//! device; the GPU check compares it with the twin bit for bit.
 
 use std::sync::Arc;
 

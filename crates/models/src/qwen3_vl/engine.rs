@@ -19,8 +19,8 @@ use super::processor::{rope_index, Expansion, PixelInput, Processor, VisualKind}
 use super::{Qwen3Vl, VisualInput};
 use crate::generation::decode_loop;
 use crate::{
-    AskOutput, Checkpoint, Clip, Generation, GenerationParams, LoadOptions, ModelError,
-    PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
+    AskOutput, Checkpoint, Clip, FramePixels, Generation, GenerationParams, LoadOptions,
+    ModelError, PixelStep, PromptLogits, VideoFrame, VisionLanguageModel, VisualTokens,
 };
 
 /// A loaded Qwen3-VL ready to answer.
@@ -218,11 +218,7 @@ impl Qwen3VlEngine {
     }
 
     /// Encodes already processed video pixels into one group per temporal patch.
-    fn groups(
-        &self,
-        px: PixelInput,
-        frames: &[VideoFrame],
-    ) -> Result<Vec<VisualTokens>, ModelError> {
+    fn groups(&self, px: PixelInput, pts: &[f64]) -> Result<Vec<VisualTokens>, ModelError> {
         let out = self.model.vision.forward(&px.pixels, px.grid)?;
         let m = self.model.config.vision_config.spatial_merge_size;
         let tp = self.model.config.vision_config.temporal_patch_size;
@@ -233,14 +229,14 @@ impl Qwen3VlEngine {
         let all = Tensor::cat(&cols, 1)?;
         (0..px.grid[0])
             .map(|t| {
-                let first = &frames[(t * tp).min(frames.len() - 1)];
-                let last = &frames[(t * tp + tp - 1).min(frames.len() - 1)];
+                let first = pts[(t * tp).min(pts.len() - 1)];
+                let last = pts[(t * tp + tp - 1).min(pts.len() - 1)];
                 Ok(VisualTokens {
                     embeddings: all.narrow(0, t * per, per)?,
                     grid_h: gh,
                     grid_w: gw,
-                    start: first.pts,
-                    end: last.pts,
+                    start: first,
+                    end: last,
                 })
             })
             .collect()
@@ -311,7 +307,26 @@ impl VisionLanguageModel for Qwen3VlEngine {
         let px = self
             .processor
             .video_pixels_in_clip(frames, clip_frames, &device)?;
-        self.groups(px, frames)
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.groups(px, &pts)
+    }
+
+    fn pixel_step(&self) -> Option<std::sync::Arc<dyn PixelStep>> {
+        Some(std::sync::Arc::new(self.processor.video_pixel_step()))
+    }
+
+    fn encode_frame_pixels(
+        &mut self,
+        frames: &[FramePixels],
+        _clip_frames: usize,
+    ) -> Result<Vec<VisualTokens>, ModelError> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = self.model.text.device();
+        let px = self.processor.video_patches(frames, &device)?;
+        let pts: Vec<f64> = frames.iter().map(|f| f.pts).collect();
+        self.groups(px, &pts)
     }
 
     fn generate(

@@ -493,32 +493,62 @@ impl Processor {
                 )));
             }
         }
+        let step = self.video_pixel_step();
+        let resized = frames
+            .iter()
+            .map(|f| crate::PixelStep::pixels(&step, f, clip_frames))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.video_patches(&resized, device)
+    }
+
+    /// The video half of the processor as a [`crate::PixelStep`]: each frame smart-resized for
+    /// its clip (bicubic), on whatever thread runs it; [`Self::video_patches`] continues.
+    pub fn video_pixel_step(&self) -> VideoPixelStep {
+        VideoPixelStep {
+            video: self.video.clone(),
+        }
+    }
+
+    /// Frames from [`VideoPixelStep`] (all of one size) as the vision tower's input: padded to
+    /// whole temporal patches (the last frame repeated, as transformers pads), rescaled,
+    /// normalized and patchified.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for no frames, or frames of other forms or sizes.
+    pub fn video_patches(
+        &self,
+        frames: &[crate::FramePixels],
+        device: &Device,
+    ) -> Result<PixelInput, ModelError> {
         let c = &self.video;
         let tp = c.temporal_patch_size;
-        let (lo, hi) = c.budget((128 * 32 * 32, 32 * 32 * 768));
-        // The resize sees the frame count before padding, as transformers' does.
-        let (nh, nw) = smart_resize(
-            clip_frames.max(tp),
-            h,
-            w,
-            tp,
-            c.patch_size * c.merge_size,
-            lo,
-            hi,
-        )?;
-        let mut list: Vec<(Vec<u8>, f64)> = frames
-            .iter()
-            .map(|f| (resize_bicubic(&f.rgb, w, h, nw, nh), f.pts))
-            .collect();
+        let mut list: Vec<(&[u8], f64)> = Vec::with_capacity(frames.len() + tp);
+        let mut size = None;
+        for (i, f) in frames.iter().enumerate() {
+            let crate::PixelData::Rgb { rgb, width, height } = &f.data else {
+                return Err(ModelError::Input(format!(
+                    "frame {i}: not resized RGB from the Qwen3-VL pixel step"
+                )));
+            };
+            if *size.get_or_insert((*width, *height)) != (*width, *height)
+                || rgb.len() != width * height * 3
+            {
+                return Err(ModelError::Input(format!(
+                    "frame {i}: {width}x{height}, unlike the clip's other frames"
+                )));
+            }
+            list.push((rgb, f.pts));
+        }
+        let (nw, nh) = size.ok_or_else(|| ModelError::Input("no frames".into()))?;
         while list.len() % tp != 0 {
-            let last = list.last().cloned().expect("non-empty");
+            let last = *list.last().expect("non-empty");
             list.push(last);
         }
         let pair_times = list
             .chunks(tp)
             .map(|ch| (ch[0].1 + ch[tp - 1].1) / 2.0)
             .collect();
-        let imgs: Vec<&[u8]> = list.iter().map(|(v, _)| v.as_slice()).collect();
+        let imgs: Vec<&[u8]> = list.iter().map(|(v, _)| *v).collect();
         let (pixels, grid) = patchify(&imgs, nh, nw, c, device)?;
         Ok(PixelInput {
             pixels,
@@ -727,6 +757,52 @@ pub fn rope_index(
         .max()
         .unwrap_or(-1);
     Ok((pos, max + 1 - n as i64))
+}
+
+/// Qwen3-VL's per-frame video step: the smart-resize for the clip's frame count, then bicubic
+/// (what dominates the processor's time); the rest runs with the patching.
+#[derive(Debug, Clone)]
+pub struct VideoPixelStep {
+    video: PixelConfig,
+}
+
+impl crate::PixelStep for VideoPixelStep {
+    fn pixels(
+        &self,
+        frame: &crate::VideoFrame,
+        clip_frames: usize,
+    ) -> Result<crate::FramePixels, ModelError> {
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        if w == 0 || h == 0 || frame.rgb.len() != w * h * 3 {
+            return Err(ModelError::Input(format!(
+                "frame at {:.3} s: {w}x{h} RGB24 needs {} bytes, got {}",
+                frame.pts,
+                w * h * 3,
+                frame.rgb.len()
+            )));
+        }
+        let c = &self.video;
+        let tp = c.temporal_patch_size;
+        let (lo, hi) = c.budget((128 * 32 * 32, 32 * 32 * 768));
+        // The resize sees the frame count before padding, as transformers' does.
+        let (nh, nw) = smart_resize(
+            clip_frames.max(tp),
+            h,
+            w,
+            tp,
+            c.patch_size * c.merge_size,
+            lo,
+            hi,
+        )?;
+        Ok(crate::FramePixels {
+            pts: frame.pts,
+            data: crate::PixelData::Rgb {
+                rgb: resize_bicubic(&frame.rgb, w, h, nw, nh),
+                width: nw,
+                height: nh,
+            },
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use vidlm_models::{VideoFrame, VisualTokens};
+use vidlm_models::VisualTokens;
 
 use crate::error::panic_message;
-use crate::graph::{clip_frames, lock, with_input, Graph, Msg};
+use crate::graph::{lock, with_input, Graph, Msg};
 use crate::job::JobSpec;
 use crate::metrics::Stage;
-use crate::stages::Prepped;
+use crate::stages::{Prepped, PreppedFrame};
 use crate::{PipelineError, Result};
 
 pub(crate) struct Encoded {
@@ -84,9 +84,10 @@ impl Graph<'_> {
         let mut jobs_in_batch: Vec<usize> = batch.iter().map(|(j, _)| *j).collect();
         jobs_in_batch.dedup();
         let (jobs, items): (Vec<usize>, Vec<Prepped>) = batch.into_iter().unzip();
-        let (frames, scenes): (Vec<VideoFrame>, Vec<Option<f32>>) =
+        let (frames, scenes): (Vec<PreppedFrame>, Vec<Option<f32>>) =
             items.into_iter().map(|p| (p.frame, p.scene)).unzip();
-        match self.encode(&jobs, &frames, None) {
+        let (result, frames) = self.encode(&jobs, frames, None);
+        match result {
             Ok(tokens) => tokens
                 .into_iter()
                 .zip(jobs)
@@ -146,10 +147,10 @@ impl Graph<'_> {
             if items.is_empty() || self.cancel.is_cancelled() {
                 return Vec::new();
             }
-            let (frames, scenes): (Vec<VideoFrame>, Vec<Option<f32>>) =
+            let (frames, scenes): (Vec<PreppedFrame>, Vec<Option<f32>>) =
                 items.into_iter().map(|p| (p.frame, p.scene)).unzip();
             let jobs_of = vec![job; frames.len()];
-            match self.encode(&jobs_of, &frames, Some(clip)) {
+            match self.encode(&jobs_of, frames, Some(clip)).0 {
                 Ok(tokens) => tokens
                     .into_iter()
                     .zip(scenes.chunks(fpg))
@@ -174,14 +175,7 @@ impl Graph<'_> {
         for msg in rx.iter() {
             let out: Vec<Msg<Encoded>> = match msg {
                 Msg::Start { job, info, plan } => {
-                    let n = clip_frames(
-                        plan.plan,
-                        plan.span,
-                        plan.expected,
-                        &self.config.sampling.strategy,
-                        self.max_frames,
-                    );
-                    clip.insert(job, n);
+                    clip.insert(job, self.clip_len(&plan));
                     vec![Msg::Start { job, info, plan }]
                 }
                 Msg::Item { job, item } => {
@@ -248,55 +242,83 @@ impl Graph<'_> {
         }
     }
 
-    /// One encoder call; every group's times are those of its first and last frame.
+    /// One encoder call; every group's times are those of its first and last frame. Frames
+    /// through the pixel step go to `encode_frame_pixels`, others to `encode_(clip_)frames`.
+    /// The frames are handed back (a failed batch is retried job by job).
     fn encode(
         &self,
         jobs: &[usize],
-        frames: &[VideoFrame],
+        frames: Vec<PreppedFrame>,
         clip: Option<usize>,
-    ) -> Result<Vec<VisualTokens>> {
+    ) -> (Result<Vec<VisualTokens>>, Vec<PreppedFrame>) {
         let t0 = Instant::now();
+        let pts: Vec<f64> = frames.iter().map(PreppedFrame::pts).collect();
+        let (mut pixels, mut raw) = (Vec::new(), Vec::new());
+        for f in frames {
+            match f {
+                PreppedFrame::Pixels(p) => pixels.push(p),
+                PreppedFrame::Frame(f) => raw.push(f),
+            }
+        }
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut model = lock(self.encoder);
-            match clip {
-                Some(c) => model.encode_clip_frames(frames, c),
-                None => model.encode_frames(frames),
+            match (clip, pixels.is_empty()) {
+                (_, false) if raw.is_empty() => {
+                    model.encode_frame_pixels(&pixels, clip.unwrap_or(pixels.len()))
+                }
+                (_, false) => Err(vidlm_models::ModelError::Input(
+                    "a batch mixes frames with and without the pixel step".into(),
+                )),
+                (Some(c), true) => model.encode_clip_frames(&raw, c),
+                (None, true) => model.encode_frames(&raw),
             }
         }));
         let elapsed = t0.elapsed();
         // Attribute the batch's time to its jobs by their share of frames.
-        let share = elapsed / frames.len().max(1) as u32;
+        let share = elapsed / pts.len().max(1) as u32;
         self.metrics
-            .add_time(Stage::Encode, None, elapsed - share * frames.len() as u32);
+            .add_time(Stage::Encode, None, elapsed - share * pts.len() as u32);
         for job in jobs {
             self.metrics.add_time(Stage::Encode, Some(*job), share);
         }
-        let mut tokens = match result {
-            Ok(r) => r?,
-            Err(p) => {
-                return Err(PipelineError::Panic {
-                    stage: "encode",
-                    message: panic_message(p.as_ref()),
-                })
-            }
+        let tokens = match result {
+            Ok(r) => r.map_err(PipelineError::from),
+            Err(p) => Err(PipelineError::Panic {
+                stage: "encode",
+                message: panic_message(p.as_ref()),
+            }),
         };
+        let back: Vec<PreppedFrame> = pixels
+            .into_iter()
+            .map(PreppedFrame::Pixels)
+            .chain(raw.into_iter().map(PreppedFrame::Frame))
+            .collect();
+        (tokens.and_then(|t| self.check_groups(t, &pts)), back)
+    }
+
+    /// The encoder's groups, checked against the frames and stamped with their times.
+    fn check_groups(
+        &self,
+        mut tokens: Vec<VisualTokens>,
+        pts: &[f64],
+    ) -> Result<Vec<VisualTokens>> {
         let fpg = self.frames_per_group;
-        if tokens.len() != frames.len().div_ceil(fpg) {
+        if tokens.len() != pts.len().div_ceil(fpg) {
             return Err(PipelineError::Panic {
                 stage: "encode",
                 message: format!(
                     "the model returned {} token groups for {} frames ({fpg} frames a group)",
                     tokens.len(),
-                    frames.len()
+                    pts.len()
                 ),
             });
         }
         // Times are ours by construction, whatever the model copied.
-        for (t, f) in tokens.iter_mut().zip(frames.chunks(fpg)) {
-            t.start = f[0].pts;
-            t.end = f[f.len() - 1].pts;
+        for (t, f) in tokens.iter_mut().zip(pts.chunks(fpg)) {
+            t.start = f[0];
+            t.end = f[f.len() - 1];
         }
-        self.metrics.add_encoded(frames.len() as u64);
+        self.metrics.add_encoded(pts.len() as u64);
         Ok(tokens)
     }
 }

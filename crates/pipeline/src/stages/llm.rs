@@ -7,11 +7,12 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use vidlm_models::{Clip, Generation, VisualTokens};
 
-use crate::chunking::{format_clock, merge_similar, words, Segment};
+use crate::chunking::{format_clock, merge_similar, words};
 use crate::error::panic_message;
 use crate::graph::{lock, no_frames, with_input, Graph, Msg};
 use crate::job::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
 use crate::metrics::{JobTimings, Stage};
+use crate::segment::Segment;
 use crate::stages::ChunkMsg;
 use crate::timestamps::model_segments;
 use crate::{PipelineError, Result};

@@ -8,4 +8,4 @@ mod preprocess;
 
 pub(crate) use encode::Encoded;
 pub(crate) use pool::ChunkMsg;
-pub(crate) use preprocess::Prepped;
+pub(crate) use preprocess::{Prepped, PreppedFrame};

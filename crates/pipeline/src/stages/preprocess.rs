@@ -1,33 +1,57 @@
 //! The preprocess stage: turns sampled frames into model frames, with their scene scores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use vidlm_models::VideoFrame;
+use vidlm_models::{FramePixels, VideoFrame};
 
-use crate::graph::{Graph, Msg};
+use crate::graph::{with_input, Graph, Msg};
+use crate::job::JobSpec;
 use crate::metrics::Stage;
 use crate::source::SampledFrame;
 
+/// A frame ready for the encoder, with its scene score.
 pub(crate) struct Prepped {
-    pub(crate) frame: VideoFrame,
+    pub(crate) frame: PreppedFrame,
     pub(crate) scene: Option<f32>,
 }
 
+/// The frame as the model's pixel step left it, or as decoded when the model has none (or
+/// preprocesses on its device).
+pub(crate) enum PreppedFrame {
+    Pixels(FramePixels),
+    Frame(VideoFrame),
+}
+
+impl PreppedFrame {
+    pub(crate) fn pts(&self) -> f64 {
+        match self {
+            Self::Pixels(p) => p.pts,
+            Self::Frame(f) => f.pts,
+        }
+    }
+}
+
 impl Graph<'_> {
+    /// Scene scores, and the model's pixel step (resize, normalize) when it has one, so the
+    /// encoder's lock is held for the vision tower only.
     pub(crate) fn preprocess_worker(
         &self,
+        jobs: &[JobSpec],
         rx: Receiver<Msg<SampledFrame>>,
         tx: Sender<Msg<Prepped>>,
     ) {
         let rx = self.barrier(rx);
-        // Per job: the scene detector holding the previous frame's luma thumbnail.
+        // Per job: the scene detector holding the previous frame's luma thumbnail, and the frames
+        // of one prompt (the pixel step's clip length).
         let mut thumbs: HashMap<usize, vidlm_media::SceneDetector> = HashMap::new();
+        let mut clip: HashMap<usize, usize> = HashMap::new();
+        let mut failed: HashSet<usize> = HashSet::new();
         for msg in rx {
             let out = match msg {
                 Msg::Item { job, item } => {
-                    if self.cancel.is_cancelled() {
+                    if self.cancel.is_cancelled() || failed.contains(&job) {
                         continue;
                     }
                     let t0 = Instant::now();
@@ -41,24 +65,55 @@ impl Graph<'_> {
                         height: item.height,
                         pts: item.pts,
                     };
+                    let frame = match &self.pixel_step {
+                        None => Ok(PreppedFrame::Frame(frame)),
+                        Some(step) => {
+                            let n = clip.get(&job).copied().unwrap_or(self.max_frames);
+                            step.pixels(&frame, n).map(PreppedFrame::Pixels)
+                        }
+                    };
                     self.metrics
                         .add_time(Stage::Preprocess, Some(job), t0.elapsed());
-                    Msg::Item {
-                        job,
-                        item: Prepped { frame, scene },
+                    match frame {
+                        Ok(frame) => Msg::Item {
+                            job,
+                            item: Prepped { frame, scene },
+                        },
+                        Err(e) => {
+                            failed.insert(job);
+                            Msg::Failed {
+                                job,
+                                error: with_input(&jobs[job].input, e),
+                            }
+                        }
                     }
                 }
-                Msg::Start { job, info, plan } => Msg::Start { job, info, plan },
+                Msg::Start { job, info, plan } => {
+                    clip.insert(job, self.clip_len(&plan));
+                    Msg::Start { job, info, plan }
+                }
                 Msg::End { job } => {
                     thumbs.remove(&job);
+                    clip.remove(&job);
+                    if failed.remove(&job) {
+                        continue;
+                    }
                     Msg::End { job }
                 }
                 Msg::Failed { job, error } => {
                     thumbs.remove(&job);
+                    clip.remove(&job);
+                    if failed.remove(&job) {
+                        continue;
+                    }
                     Msg::Failed { job, error }
                 }
                 Msg::Cancelled { job } => {
                     thumbs.remove(&job);
+                    clip.remove(&job);
+                    if failed.remove(&job) {
+                        continue;
+                    }
                     Msg::Cancelled { job }
                 }
             };
