@@ -3,29 +3,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{ffmpeg, root, vidlm};
+use common::{ffmpeg, records, root, vidlm, write_manifest};
 
 fn model() -> String {
     common::fixture_model("smolvlm-tiny-sf2")
-}
-
-fn write_manifest(path: &Path, items: &[Value]) {
-    let text: String = items.iter().map(|v| format!("{v}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid line {l:?}: {e}")))
-        .collect()
 }
 
 #[test]

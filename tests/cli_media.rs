@@ -1,9 +1,10 @@
 //! `vidlm probe` and `vidlm frames` through the binary: outputs against ffprobe, and every bad
 //! input from the media issue (one-line error naming the input, non-zero exit, no panic).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -14,15 +15,7 @@ fn sample(name: &str) -> PathBuf {
 }
 
 fn gen(name: &str) -> PathBuf {
-    static MAKE: Once = Once::new();
-    MAKE.call_once(|| {
-        let st = Command::new("bash")
-            .arg(repo().join("samples/make-synthetic.sh"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "samples/make-synthetic.sh failed");
-    });
-    repo().join("samples/gen").join(name)
+    common::synthetic(name)
 }
 
 fn vidlm(args: &[&str]) -> Output {

@@ -19,9 +19,9 @@ use crate::common::{parse_time_arg, PipelineArgs};
 /// The default model: SmolVLM2 256M, trained on video.
 pub const DEFAULT_MODEL: &str = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct";
 /// Frame sampling without `--pipeline` or `--sample`.
-const DEFAULT_SAMPLE: &str = "frames:8";
+pub const DEFAULT_SAMPLE: &str = "frames:8";
 /// Most new tokens without `--pipeline` or `--max-new-tokens`.
-const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 
 /// Arguments of `vidlm ask`.
 #[derive(clap::Args, Debug)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use vidlm_pipeline::batch::{read_manifest, run_batch, BatchProgress, OutputLog};
+use vidlm_pipeline::batch::{read_manifest, run_batch, BatchProgress, OutputLog, Shard};
 
 use crate::common::PipelineArgs;
 
@@ -26,6 +26,12 @@ pub struct Args {
     /// never lost by accident).
     #[arg(long)]
     pub overwrite: bool,
+    /// Run only part I of N of the manifest (items I, I+N, I+2N...), for N machines:
+    /// `I/N`, or `N` with I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job). The output
+    /// gets a `.shard-I-of-N` suffix, so each shard has its own file and `--resume` works per
+    /// shard.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -33,8 +39,8 @@ pub struct Args {
 /// Runs `vidlm batch`. Exit status: 0 when every item succeeded, 1 when any failed, 130 when
 /// interrupted (the output then holds the items finished so far).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let items = read_manifest(&args.manifest)?;
-    let out_path = args.out.clone().unwrap_or_else(|| {
+    let mut items = read_manifest(&args.manifest)?;
+    let mut out_path = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .manifest
             .file_stem()
@@ -43,6 +49,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.manifest
             .with_file_name(format!("{stem}.results.jsonl"))
     });
+    if let Some(spec) = &args.shard {
+        let index = std::env::var("JOB_COMPLETION_INDEX").ok();
+        let shard = Shard::parse(spec, index.as_deref()).map_err(anyhow::Error::msg)?;
+        items = shard.select(items);
+        out_path = shard_path(&out_path, shard);
+        tracing::info!("shard {shard}: {} items", items.len());
+    }
     let exists = std::fs::metadata(&out_path).is_ok_and(|m| m.len() > 0);
     if exists && !args.resume && !args.overwrite {
         anyhow::bail!(
@@ -105,8 +118,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `out` with `.shard-I-of-N` before its extension: `r.jsonl` -> `r.shard-0-of-3.jsonl`.
+fn shard_path(out: &std::path::Path, shard: Shard) -> PathBuf {
+    let tag = format!("shard-{}-of-{}", shard.index, shard.count);
+    let name = match (out.file_stem(), out.extension()) {
+        (Some(stem), Some(ext)) => {
+            format!("{}.{tag}.{}", stem.to_string_lossy(), ext.to_string_lossy())
+        }
+        _ => format!(
+            "{}.{tag}",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    };
+    out.with_file_name(name)
+}
+
 /// A progress bar with ETA on stderr when it is a terminal.
-fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

@@ -144,7 +144,9 @@ impl PipelineArgs {
 
     /// Loads the model and builds the pipeline, with Ctrl-C wired to its cancel token.
     pub fn build(&self) -> anyhow::Result<Pipeline> {
-        self.build_with(self.config()?)
+        let cancel = CancelToken::new();
+        install_ctrlc(&cancel)?;
+        self.build_with_token(self.config()?, cancel)
     }
 
     /// Like [`Self::build`] with `cfg` (from [`Self::config`], possibly adjusted): the model
@@ -152,6 +154,17 @@ impl PipelineArgs {
     pub fn build_with(&self, cfg: PipelineConfig) -> anyhow::Result<Pipeline> {
         let cancel = CancelToken::new();
         install_ctrlc(&cancel)?;
+        self.build_with_token(cfg, cancel)
+    }
+
+    /// Builds the pipeline for `cfg` with `cancel` as its token, for callers that handle signals
+    /// themselves (`vidlm worker`). The one place the CLI loads models (through the pipeline's
+    /// loader and the model registry).
+    pub fn build_with_token(
+        &self,
+        cfg: PipelineConfig,
+        cancel: CancelToken,
+    ) -> anyhow::Result<Pipeline> {
         // The load error names the model; nothing to add.
         Ok(Pipeline::builder()
             .config(cfg)

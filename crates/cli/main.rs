@@ -8,8 +8,11 @@ use clap::{Parser, Subcommand};
 mod ask;
 mod batch;
 mod common;
+mod eval;
+mod fleet;
 mod frames;
 mod probe;
+mod serve;
 mod summarize;
 
 /// vidlm: summarize videos, ask questions about clips, and run batch jobs over files and streams.
@@ -36,6 +39,18 @@ enum Command {
     Summarize(summarize::Args),
     /// Run summarize/ask jobs over a manifest of files, URLs and streams.
     Batch(batch::Args),
+    /// Queue a manifest's jobs on a NATS JetStream server for `vidlm worker`s.
+    Submit(fleet::SubmitArgs),
+    /// Run queued jobs (as `vidlm batch` would) and store their results in the queue.
+    Worker(fleet::WorkerArgs),
+    /// Collect the queue's result records into one JSONL file.
+    Results(fleet::ResultsArgs),
+    /// Print the queue's pending, in-progress, done and failed counts.
+    Status(fleet::StatusArgs),
+    /// Serve the models over an OpenAI-compatible HTTP API (chat completions with video).
+    Serve(serve::Args),
+    /// Measure answers: benchmark suites and synthetic probes, with language-prior controls.
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +64,12 @@ fn main() -> ExitCode {
         Command::Ask(args) => ask::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Batch(args) => batch::run(args),
+        Command::Submit(args) => fleet::submit(args),
+        Command::Worker(args) => fleet::worker(args),
+        Command::Results(args) => fleet::results(args),
+        Command::Status(args) => fleet::status(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,
@@ -65,6 +86,11 @@ fn init_logging(filter: Option<&str>) {
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    // The NATS client logs its CONNECT message, password included, at trace level.
+    let filter = match "async_nats=debug".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -44,3 +44,31 @@ pub fn ffmpeg(dir: &Path, name: &str, args: &[&str]) -> Option<PathBuf> {
         }
     }
 }
+
+/// A synthetic clip from samples/gen/ (samples/make-synthetic.sh makes them once; idempotent).
+pub fn synthetic(name: &str) -> PathBuf {
+    static MAKE: std::sync::Once = std::sync::Once::new();
+    MAKE.call_once(|| {
+        let st = Command::new("bash")
+            .arg(root().join("samples/make-synthetic.sh"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "samples/make-synthetic.sh failed");
+    });
+    root().join("samples/gen").join(name)
+}
+
+/// Writes `items` as a JSONL manifest.
+pub fn write_manifest(path: &Path, items: &[serde_json::Value]) {
+    let text: String = items.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The records of a JSONL output (failing on an invalid line).
+pub fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid line {l:?}: {e}")))
+        .collect()
+}

@@ -441,4 +441,23 @@ pub trait VisionLanguageModel: Send {
             self.name()
         )))
     }
+
+    /// [`Self::prompt_logits`] over the prompt followed by `continuation` (token ids the answer
+    /// starts with), in one forward pass: the logits at position `ids.len() - continuation.len()
+    /// - 1 + k` predict `continuation[k]`, which is how an answer's log-probability is scored.
+    ///
+    /// # Errors
+    /// As [`Self::prompt_logits`].
+    fn continuation_logits(
+        &mut self,
+        clip: &Clip,
+        prompt: &str,
+        continuation: &[u32],
+    ) -> Result<PromptLogits, ModelError> {
+        let _ = (clip, prompt, continuation);
+        Err(ModelError::Input(format!(
+            "{}: continuation logits are not available for this model",
+            self.name()
+        )))
+    }
 }

@@ -27,6 +27,106 @@ pub struct ManifestItem {
     pub job: JobSpec,
 }
 
+impl ManifestItem {
+    /// The item as a JSONL manifest record (`id`, `input`, `task`, and `question`, `from`, `to`
+    /// where set), so [`parse_manifest`] reads it back as the same item, whichever form the
+    /// manifest had: a fleet sends jobs over its queue in this form.
+    ///
+    /// ```
+    /// use vidlm_pipeline::batch::parse_manifest;
+    /// let items = parse_manifest("id,input,question,from\nq,a.mp4,who?,0:05\n").unwrap();
+    /// let line = items[0].record().to_string();
+    /// assert_eq!(parse_manifest(&line).unwrap(), items);
+    /// ```
+    pub fn record(&self) -> Value {
+        let job = &self.job;
+        let mut r = json!({"id": self.id, "input": job.input});
+        match &job.task {
+            Task::Summarize => r["task"] = json!("summarize"),
+            Task::Ask { question } => {
+                r["task"] = json!("ask");
+                r["question"] = json!(question);
+            }
+        }
+        if let Some(f) = job.from {
+            r["from"] = json!(f);
+        }
+        if let Some(t) = job.to {
+            r["to"] = json!(t);
+        }
+        r
+    }
+}
+
+/// One of `count` disjoint parts of a manifest (`--shard index/count`), for running a batch on
+/// several machines (a Kubernetes Indexed Job): item `k` of the manifest belongs to shard
+/// `k % count`, so the shards together cover the manifest exactly once, each a near-equal part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub index: usize,
+    /// How many shards there are (at least 1).
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `index/count`, or `count` alone with the index from `index_env` (Kubernetes sets
+    /// `JOB_COMPLETION_INDEX` in each pod of an Indexed Job).
+    ///
+    /// # Errors
+    /// A message when malformed, when `index >= count`, or when the index is needed and
+    /// `index_env` is `None` or not a number.
+    ///
+    /// ```
+    /// use vidlm_pipeline::batch::Shard;
+    /// assert_eq!(Shard::parse("1/3", None), Ok(Shard { index: 1, count: 3 }));
+    /// assert_eq!(Shard::parse("3", Some("2")), Ok(Shard { index: 2, count: 3 }));
+    /// assert!(Shard::parse("3/3", None).is_err());
+    /// assert!(Shard::parse("3", None).is_err());
+    /// ```
+    pub fn parse(spec: &str, index_env: Option<&str>) -> std::result::Result<Self, String> {
+        let number = |s: &str, what: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("shard `{spec}`: {what} `{s}` is not a number"))
+        };
+        let (index, count) = match spec.split_once('/') {
+            Some((i, n)) => (number(i, "index")?, number(n, "count")?),
+            None => {
+                let count = number(spec, "count")?;
+                let i = index_env.ok_or_else(|| {
+                    format!(
+                        "shard `{spec}`: no index (give index/count, or set JOB_COMPLETION_INDEX)"
+                    )
+                })?;
+                (number(i, "JOB_COMPLETION_INDEX")?, count)
+            }
+        };
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index}/{count}: the index must be below the count"
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The items of `items` that belong to this shard, in manifest order.
+    pub fn select(self, items: Vec<ManifestItem>) -> Vec<ManifestItem> {
+        items
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % self.count == self.index)
+            .map(|(_, item)| item)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawItem {
@@ -292,11 +392,42 @@ pub fn run_batch(
     mut on_progress: impl FnMut(&BatchProgress),
 ) -> Result<BatchSummary> {
     let todo: Vec<&ManifestItem> = items.iter().filter(|i| !skip.contains(&i.id)).collect();
+    let mut summary = run_records(pipeline, &todo, |record, progress| {
+        out.append(record)?;
+        on_progress(progress);
+        Ok(())
+    })?;
+    summary.skipped = items.len() - todo.len();
+    Ok(summary)
+}
+
+/// Runs `todo` through `pipeline` and hands each record [`run_batch`] would write to `sink` as it
+/// is made (on the calling thread), with what it says for a progress bar. `vidlm batch` appends
+/// the records to its output; a fleet worker stores them in its queue's results.
+///
+/// # Errors
+/// The first error `sink` returns: the run is cancelled (through the pipeline's token) and no
+/// further record is made.
+///
+/// ```no_run
+/// # fn demo(pipeline: &vidlm_pipeline::Pipeline) -> vidlm_pipeline::Result<()> {
+/// use vidlm_pipeline::batch::{parse_manifest, run_records};
+/// let items = parse_manifest("{\"id\": \"a\", \"input\": \"clip.mp4\"}").unwrap();
+/// let todo: Vec<_> = items.iter().collect();
+/// let summary = run_records(pipeline, &todo, |record, _| {
+///     println!("{record}");
+///     Ok(())
+/// })?;
+/// assert_eq!(summary.ok + summary.failed + summary.cancelled, 1);
+/// # Ok(()) }
+/// ```
+pub fn run_records(
+    pipeline: &Pipeline,
+    todo: &[&ManifestItem],
+    mut sink: impl FnMut(&Value, &BatchProgress) -> Result<()>,
+) -> Result<BatchSummary> {
     let jobs: Vec<JobSpec> = todo.iter().map(|i| i.job.clone()).collect();
-    let mut summary = BatchSummary {
-        skipped: items.len() - todo.len(),
-        ..BatchSummary::default()
-    };
+    let mut summary = BatchSummary::default();
     let mut live = vec![false; jobs.len()];
     let mut write_error: Option<PipelineError> = None;
     let report = pipeline.run(&jobs, |ev| {
@@ -350,13 +481,11 @@ pub fn run_batch(
                 )
             }
         };
-        if let Err(e) = out.append(&record) {
+        if let Err(e) = sink(&record, &progress) {
             // Without an output there is no point going on.
             pipeline.cancel_token().cancel();
             write_error = Some(e);
-            return;
         }
-        on_progress(&progress);
     });
     if let Some(e) = write_error {
         return Err(e);

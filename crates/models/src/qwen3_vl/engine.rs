@@ -353,4 +353,26 @@ impl VisionLanguageModel for Qwen3VlEngine {
         let logits = self.model.prefill(&ids, &pos, Some(&visual), true)?;
         Ok(PromptLogits { ids, logits })
     }
+
+    fn continuation_logits(
+        &mut self,
+        clip: &Clip,
+        prompt: &str,
+        continuation: &[u32],
+    ) -> Result<PromptLogits, ModelError> {
+        let ClipInput {
+            mut ids,
+            positions: mut pos,
+            visual,
+        } = self.clip_input(clip, prompt)?;
+        // Text after the prompt takes the next M-RoPE position in all three sections, as
+        // generation's steps do.
+        let next = pos.iter().flatten().max().map_or(0, |m| m + 1);
+        for p in pos.iter_mut() {
+            p.extend((0..continuation.len() as i64).map(|k| next + k));
+        }
+        ids.extend_from_slice(continuation);
+        let logits = self.model.prefill(&ids, &pos, Some(&visual), true)?;
+        Ok(PromptLogits { ids, logits })
+    }
 }

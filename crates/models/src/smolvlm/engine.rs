@@ -506,6 +506,18 @@ impl VisionLanguageModel for SmolVlmEngine {
         let logits = self.prefill(&ids, Some(&feats), true)?;
         Ok(PromptLogits { ids, logits })
     }
+
+    fn continuation_logits(
+        &mut self,
+        clip: &Clip,
+        prompt: &str,
+        continuation: &[u32],
+    ) -> Result<PromptLogits, ModelError> {
+        let (mut ids, feats) = self.clip_input(clip, prompt)?;
+        ids.extend_from_slice(continuation);
+        let logits = self.prefill(&ids, Some(&feats), true)?;
+        Ok(PromptLogits { ids, logits })
+    }
 }
 
 /// How pixels of another form are named in errors.
