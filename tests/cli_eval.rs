@@ -265,11 +265,18 @@ fn failures_are_recorded_and_resume_after_a_kill() {
         "{\"id\":\"missing\",\"video\":\"nope.mp4\",\"question\":\"How many?\",\"answer\":\"1\",\"task\":\"counting\"}\n",
     );
     std::fs::write(&suite, text).unwrap();
+    // One frame per encoder call: a resumed run starts at another item, and frames of other
+    // videos sharing an encoder batch shift the floats enough to flip the untrained model's
+    // near-tied greedy tokens.
     let total = 25 * 2;
     let full = dir.path().join("full");
-    let o = eval_run(&suite, &full, &["--conditions", "video,blind"])
-        .output()
-        .unwrap();
+    let o = eval_run(
+        &suite,
+        &full,
+        &["--conditions", "video,blind", "--encode-batch", "1"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "a failed item is a failure exit");
     let r = report(&full);
     assert_eq!(r["conditions"][0]["overall"]["failed"], 1);
@@ -289,11 +296,15 @@ fn failures_are_recorded_and_resume_after_a_kill() {
 
     // Killed mid-run (SIGKILL: no cleanup), then resumed.
     let part = dir.path().join("part");
-    let mut child = eval_run(&suite, &part, &["--conditions", "video,blind"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = eval_run(
+        &suite,
+        &part,
+        &["--conditions", "video,blind", "--encode-batch", "1"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let records = part.join("records.jsonl");
     loop {
         let n = std::fs::read_to_string(&records).map_or(0, |t| t.lines().count());
@@ -309,13 +320,27 @@ fn failures_are_recorded_and_resume_after_a_kill() {
     let text = std::fs::read_to_string(&records).unwrap();
     let keep: Vec<&str> = text.lines().take(total / 3).collect();
     std::fs::write(&records, format!("{}\n{{\"id\": \"torn", keep.join("\n"))).unwrap();
-    let o = eval_run(&suite, &part, &["--conditions", "video,blind"])
-        .output()
-        .unwrap();
+    let o = eval_run(
+        &suite,
+        &part,
+        &["--conditions", "video,blind", "--encode-batch", "1"],
+    )
+    .output()
+    .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume continues"));
-    let o = eval_run(&suite, &part, &["--conditions", "video,blind", "--resume"])
-        .output()
-        .unwrap();
+    let o = eval_run(
+        &suite,
+        &part,
+        &[
+            "--conditions",
+            "video,blind",
+            "--encode-batch",
+            "1",
+            "--resume",
+        ],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let got = lines(&part);
     assert_eq!(got.len(), total, "every item and condition once");
