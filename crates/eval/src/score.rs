@@ -189,32 +189,6 @@ pub fn normalize(s: &str) -> String {
         .join(" ")
 }
 
-const NUMBER_WORDS: &[&str] = &[
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "no",
-    "none",
-];
-
 /// The first whole number in an answer, in digits or as a word (zero to twenty; `no`/`none`
 /// count as 0).
 ///
@@ -228,8 +202,12 @@ pub fn first_number(s: &str) -> Option<i64> {
         if let Ok(n) = w.parse::<i64>() {
             return Some(n);
         }
-        if let Some(i) = NUMBER_WORDS.iter().position(|x| *x == w) {
-            return Some(if i > 20 { 0 } else { i as i64 });
+        if w == "no" || w == "none" {
+            return Some(0);
+        }
+        // The same spelling as the SmolVLM2 processor writes numbers (Python's num2words).
+        if let Some(n) = (0..=20).find(|&n| vidlm_models::smolvlm::processor::num2words(n) == w) {
+            return Some(n as i64);
         }
     }
     None
