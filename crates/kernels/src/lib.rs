@@ -48,4 +48,4 @@ pub mod preprocess;
 pub mod scene;
 
 pub use error::KernelError;
-pub use preprocess::{preprocess_rgb24, Filter, Normalize};
+pub use preprocess::{preprocess_rgb24, Filter, NormOrder, Normalize, PassOrder};

@@ -79,15 +79,28 @@ fn sinc(x: f64) -> f64 {
     }
 }
 
-/// Per-channel rescale and normalization: `out = ((v * rescale) as f32 - mean[c]) / std[c]` for a
-/// u8 value `v` of channel `c` (R, G, B).
+/// How the rescale and the normalization are combined; transformers' two image-processor backends
+/// round differently, and each model's reference is one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NormOrder {
+    /// `((v as f64 * rescale) as f32 - mean) / std`: the numpy/PIL processors, which `rescale`
+    /// (in float64) and then `normalize`.
+    RescaleFirst,
+    /// `(v - mean * k) / (std * k)` in f32 with `k = (1 / rescale) as f32`: the torchvision
+    /// ("fast") processors, which fold the rescale into the normalization. With the identity
+    /// normalization (mean 0, std 1) it is their plain rescale, `v * rescale` in f32.
+    Fused,
+}
+
+/// Per-channel rescale and normalization of a u8 value `v` of channel `c` (R, G, B), in the
+/// rounding of [`NormOrder`].
 ///
-/// `rescale` is f64 on purpose: transformers multiplies in float64 (`image.astype(np.float64) *
-/// scale`) before casting to float32, so keeping it f64 makes the result bit-exact.
+/// `rescale` is f64 on purpose: the numpy processors multiply in float64 (`image.astype(np.float64)
+/// * scale`) before casting to float32, so keeping it f64 makes the result bit-exact.
 ///
 /// ```
-/// use vidlm_kernels::preprocess::Normalize;
-/// let n = Normalize { rescale: 1.0 / 255.0, mean: [0.5; 3], std: [0.5; 3] };
+/// use vidlm_kernels::preprocess::{Normalize, NormOrder};
+/// let n = Normalize { rescale: 1.0 / 255.0, mean: [0.5; 3], std: [0.5; 3], order: NormOrder::RescaleFirst };
 /// assert_eq!(n, Normalize::SIGLIP);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,6 +111,8 @@ pub struct Normalize {
     pub mean: [f32; 3],
     /// Per-channel standard deviation divided by last (must be finite and non-zero).
     pub std: [f32; 3],
+    /// Which rounding (see [`NormOrder`]).
+    pub order: NormOrder,
 }
 
 impl Normalize {
@@ -106,6 +121,7 @@ impl Normalize {
         rescale: 1.0 / 255.0,
         mean: [0.5; 3],
         std: [0.5; 3],
+        order: NormOrder::RescaleFirst,
     };
     /// CLIP / OpenAI image statistics (transformers' `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`).
     #[allow(clippy::excessive_precision)]
@@ -113,12 +129,14 @@ impl Normalize {
         rescale: 1.0 / 255.0,
         mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
         std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
+        order: NormOrder::RescaleFirst,
     };
     /// Only rescale by 1/255 (mean 0, std 1).
     pub const UNIT: Normalize = Normalize {
         rescale: 1.0 / 255.0,
         mean: [0.0; 3],
         std: [1.0; 3],
+        order: NormOrder::RescaleFirst,
     };
 
     /// The 3x256 table of normalized values (index `c * 256 + v`).
@@ -126,9 +144,9 @@ impl Normalize {
     /// # Errors
     /// `InvalidInput` if a std is zero or a parameter is not finite.
     pub fn table(&self) -> Result<Vec<f32>, KernelError> {
-        if !self.rescale.is_finite() {
+        if !self.rescale.is_finite() || self.rescale == 0.0 {
             return Err(invalid(format!(
-                "normalize: rescale {} is not finite",
+                "normalize: rescale {} is not finite and non-zero",
                 self.rescale
             )));
         }
@@ -141,10 +159,18 @@ impl Normalize {
             }
         }
         let mut t = vec![0f32; 768];
+        let identity = self.mean == [0.0; 3] && self.std == [1.0; 3];
+        let k = (1.0 / self.rescale) as f32;
         for c in 0..3 {
+            let (m, s) = (self.mean[c] * k, self.std[c] * k);
             for v in 0..256 {
-                let x = (v as f64 * self.rescale) as f32;
-                t[c * 256 + v] = (x - self.mean[c]) / self.std[c];
+                t[c * 256 + v] = match self.order {
+                    NormOrder::RescaleFirst => {
+                        ((v as f64 * self.rescale) as f32 - self.mean[c]) / self.std[c]
+                    }
+                    NormOrder::Fused if identity => v as f32 * self.rescale as f32,
+                    NormOrder::Fused => (v as f32 - m) / s,
+                };
             }
         }
         Ok(t)
@@ -509,13 +535,23 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// A resize geometry: both axes' coefficients and the order of the two passes.
-///
-/// Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
-/// pixels as the width (`sh - dh > 0 && sh - dh > 2 * (sw - dw)`, `Resample.c`); otherwise the
-/// horizontal pass runs first, over only the source rows the vertical pass reads. Pillow 12 and
-/// older always go horizontal first; the two orders can differ by a few levels, because the
-/// intermediate image is rounded to u8. We follow Pillow 13 (the reference environment's).
+/// Which of the two resize passes runs first. The intermediate image is rounded to u8, so the
+/// two orders can differ by a few levels; each model's reference fixes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PassOrder {
+    /// Pillow 13 (`Resample.c`): vertical first when the height shrinks by more than twice as
+    /// many pixels as the width (`sh - dh > 0 && sh - dh > 2 * (sw - dw)`), else horizontal
+    /// first. PIL-based processors (SmolVLM2) resize this way.
+    #[default]
+    Pillow,
+    /// Always horizontal first: Pillow 12 and older, and torchvision's antialiased u8 resize
+    /// (Qwen3-VL's processors).
+    HorizontalFirst,
+}
+
+/// A resize geometry: both axes' coefficients and the order of the two passes
+/// ([`PassOrder`]). When the horizontal pass runs first it covers only the source rows the
+/// vertical pass reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResizePlan {
     /// Source width.
@@ -543,7 +579,8 @@ pub struct ResizePlan {
 }
 
 impl ResizePlan {
-    /// Computes the coefficients for `src` -> `dst` with `filter`.
+    /// Computes the coefficients for `src` -> `dst` with `filter`, passes in Pillow's order
+    /// ([`PassOrder::Pillow`]).
     ///
     /// # Errors
     /// `InvalidInput` if a size is zero or above 32768.
@@ -553,6 +590,21 @@ impl ResizePlan {
         dst_w: u32,
         dst_h: u32,
         filter: Filter,
+    ) -> Result<Self, KernelError> {
+        Self::with_order(src_w, src_h, dst_w, dst_h, filter, PassOrder::Pillow)
+    }
+
+    /// [`ResizePlan::new`] with the passes in `order`.
+    ///
+    /// # Errors
+    /// `InvalidInput` if a size is zero or above 32768.
+    pub fn with_order(
+        src_w: u32,
+        src_h: u32,
+        dst_w: u32,
+        dst_h: u32,
+        filter: Filter,
+        order: PassOrder,
     ) -> Result<Self, KernelError> {
         for (name, v) in [
             ("src width", src_w),
@@ -568,7 +620,7 @@ impl ResizePlan {
         let vert = AxisCoeffs::new(src_h as usize, dst_h as usize, filter);
         let dy = src_h as i64 - dst_h as i64;
         let dx = src_w as i64 - dst_w as i64;
-        let vertical_first = dy > 0 && dy > 2 * dx;
+        let vertical_first = order == PassOrder::Pillow && dy > 0 && dy > 2 * dx;
         let (row0, tmp_rows, tmp_w) = if vertical_first {
             (0, dst_h as usize, src_w as usize)
         } else {
@@ -1014,6 +1066,14 @@ pub fn preprocess_rgb24(
 ///
 /// # Errors
 /// `InvalidInput` for bad sizes or buffer lengths.
+///
+/// ```
+/// use vidlm_kernels::preprocess::{resize_rgb24, Filter};
+/// let src = vec![7u8; 6 * 4 * 3];
+/// let mut out = vec![0u8; 3 * 2 * 3];
+/// resize_rgb24(&src, 6, 4, 3, 2, Filter::Lanczos3, &mut out).unwrap();
+/// assert!(out.iter().all(|&v| v == 7));
+/// ```
 pub fn resize_rgb24(
     src: &[u8],
     width: u32,
@@ -1023,8 +1083,26 @@ pub fn resize_rgb24(
     filter: Filter,
     out: &mut [u8],
 ) -> Result<(), KernelError> {
-    Frame::rgb24(src, width, height)?;
     let p = ResizePlan::new(width, height, dst_w, dst_h, filter)?;
+    resize_rgb24_plan(&p, src, out)
+}
+
+/// Resizes packed RGB24 (`plan.src_w * plan.src_h * 3` bytes) by a prepared plan (for a pass
+/// order other than Pillow's, or to reuse the coefficients over many frames).
+///
+/// # Errors
+/// `InvalidInput` for buffer lengths that do not match the plan.
+///
+/// ```
+/// use vidlm_kernels::preprocess::{resize_rgb24_plan, Filter, PassOrder, ResizePlan};
+/// let plan = ResizePlan::with_order(4, 8, 2, 2, Filter::Bicubic, PassOrder::HorizontalFirst).unwrap();
+/// let src = vec![9u8; 4 * 8 * 3];
+/// let mut out = vec![0u8; 2 * 2 * 3];
+/// resize_rgb24_plan(&plan, &src, &mut out).unwrap();
+/// assert_eq!(out, vec![9u8; 12]);
+/// ```
+pub fn resize_rgb24_plan(p: &ResizePlan, src: &[u8], out: &mut [u8]) -> Result<(), KernelError> {
+    Frame::rgb24(src, p.src_w as u32, p.src_h as u32)?;
     let row = p.dst_w * 3;
     if out.len() != row * p.dst_h {
         return Err(invalid(format!(

@@ -9,6 +9,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
+use vidlm_kernels::preprocess::{
+    resize_rgb24_plan, Filter, NormOrder, Normalize, PassOrder, ResizePlan,
+};
 
 use crate::ModelError;
 
@@ -41,6 +44,9 @@ pub struct PixelConfig {
     /// Per-channel std.
     #[serde(default = "d_half")]
     pub image_std: [f32; 3],
+    /// The u8 values' multiplier before normalizing (1/255).
+    #[serde(default = "d_rescale")]
+    pub rescale_factor: f64,
     /// Frames per second the video processor samples (its default sampling).
     #[serde(default)]
     pub fps: Option<f64>,
@@ -70,8 +76,22 @@ fn d_two() -> usize {
 fn d_half() -> [f32; 3] {
     [0.5; 3]
 }
+fn d_rescale() -> f64 {
+    1.0 / 255.0
+}
 
 impl PixelConfig {
+    /// The rescale and normalization, in the rounding of transformers' torchvision processors
+    /// (which fold the 1/255 into the mean and std).
+    pub fn normalize(&self) -> Normalize {
+        Normalize {
+            rescale: self.rescale_factor,
+            mean: self.image_mean,
+            std: self.image_std,
+            order: NormOrder::Fused,
+        }
+    }
+
     /// (min pixels, max pixels).
     pub fn budget(&self, default: (usize, usize)) -> (usize, usize) {
         let (mut lo, mut hi) = self
@@ -189,83 +209,34 @@ pub fn smart_resize(
     Ok((hb as usize, wb as usize))
 }
 
-/// PIL-style bicubic filter (a = -0.5), which torchvision's antialiased resize also uses.
-fn bicubic(x: f64) -> f64 {
-    let a = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    } else {
-        0.0
-    }
-}
-
-const PRECISION_BITS: u32 = 22;
-
-/// Fixed-point taps of a 1-D antialiased bicubic resample from `inp` to `out` samples.
-fn taps(inp: usize, out: usize) -> Vec<(usize, Vec<i64>)> {
-    let scale = inp as f64 / out as f64;
-    let fscale = scale.max(1.0);
-    let support = 2.0 * fscale;
-    (0..out)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).trunc() as i64).max(0) as usize;
-            let hi = ((center + support + 0.5).trunc() as i64).min(inp as i64) as usize;
-            let w: Vec<f64> = (lo..hi)
-                .map(|x| bicubic((x as f64 - center + 0.5) / fscale))
-                .collect();
-            let sum: f64 = w.iter().sum();
-            let k = w
-                .iter()
-                .map(|&v| {
-                    let v = if sum != 0.0 { v / sum } else { v };
-                    let s = v * (1u64 << PRECISION_BITS) as f64;
-                    (if v < 0.0 { s - 0.5 } else { s + 0.5 }).trunc() as i64
-                })
-                .collect();
-            (lo, k)
-        })
-        .collect()
-}
-
-/// Resizes packed RGB24 with antialiased bicubic interpolation, horizontal pass then vertical,
-/// in fixed point with a rounded 8-bit intermediate (PIL's and torchvision's uint8 scheme).
-pub fn resize_bicubic(rgb: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
+/// Resizes packed RGB24 as transformers' Qwen processors do (torchvision's antialiased bicubic on
+/// u8): the kernels crate's Pillow-exact resampler with the horizontal pass always first.
+///
+/// # Errors
+/// [`ModelError::Input`] for a zero or oversized dimension or a bad buffer length.
+pub fn resize_bicubic(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    nw: usize,
+    nh: usize,
+) -> Result<Vec<u8>, ModelError> {
     if (w, h) == (nw, nh) {
-        return rgb.to_vec();
+        return Ok(rgb.to_vec());
     }
-    let clip = |v: i64| -> u8 { (v >> PRECISION_BITS).clamp(0, 255) as u8 };
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let hx = taps(w, nw);
-    let mut tmp = vec![0u8; h * nw * 3];
-    for y in 0..h {
-        for (x, (lo, k)) in hx.iter().enumerate() {
-            for c in 0..3 {
-                let mut s = half;
-                for (j, &kk) in k.iter().enumerate() {
-                    s += rgb[(y * w + lo + j) * 3 + c] as i64 * kk;
-                }
-                tmp[(y * nw + x) * 3 + c] = clip(s);
-            }
-        }
-    }
-    let vy = taps(h, nh);
-    let mut out = vec![0u8; nh * nw * 3];
-    for (y, (lo, k)) in vy.iter().enumerate() {
-        for x in 0..nw {
-            for c in 0..3 {
-                let mut s = half;
-                for (j, &kk) in k.iter().enumerate() {
-                    s += tmp[((lo + j) * nw + x) * 3 + c] as i64 * kk;
-                }
-                out[(y * nw + x) * 3 + c] = clip(s);
-            }
-        }
-    }
-    out
+    let dim = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let mut out = vec![0u8; nw * nh * 3];
+    ResizePlan::with_order(
+        dim(w),
+        dim(h),
+        dim(nw),
+        dim(nh),
+        Filter::Bicubic,
+        PassOrder::HorizontalFirst,
+    )
+    .and_then(|plan| resize_rgb24_plan(&plan, rgb, &mut out))
+    .map_err(|e| ModelError::Input(format!("resize {w}x{h} -> {nw}x{nh}: {e}")))?;
+    Ok(out)
 }
 
 /// Processed pixels of one image or video: patch rows in the vision tower's layout.
@@ -577,7 +548,7 @@ impl Processor {
         let c = &self.image;
         let (lo, hi) = c.budget((56 * 56, 28 * 28 * 1280));
         let (nh, nw) = smart_resize(1, h, w, 1, c.patch_size * c.merge_size, lo, hi)?;
-        let img = resize_bicubic(&frame.rgb, w, h, nw, nh);
+        let img = resize_bicubic(&frame.rgb, w, h, nw, nh)?;
         let imgs: Vec<&[u8]> = vec![img.as_slice(); c.temporal_patch_size];
         let (pixels, grid) = patchify(&imgs, nh, nw, c, device)?;
         Ok(PixelInput {
@@ -646,17 +617,10 @@ fn patchify(
     let (p, m, tp) = (c.patch_size, c.merge_size, c.temporal_patch_size);
     let (gt, gh, gw) = (frames.len() / tp, h / p, w / p);
     let row = 3 * tp * p * p;
-    // (x / 255 - mean) / std fused as transformers does: (x - 255 mean) / (255 std) in f32.
-    let mean: Vec<f32> = c
-        .image_mean
-        .iter()
-        .map(|&v| (v as f64 * 255.0) as f32)
-        .collect();
-    let std: Vec<f32> = c
-        .image_std
-        .iter()
-        .map(|&v| (v as f64 * 255.0) as f32)
-        .collect();
+    let table = c
+        .normalize()
+        .table()
+        .map_err(|e| ModelError::Invalid(format!("processor normalization: {e}")))?;
     let mut out = Vec::with_capacity(gt * gh * gw * row);
     for t in 0..gt {
         for bh in 0..gh / m {
@@ -668,8 +632,8 @@ fn patchify(
                             for f in frames.iter().skip(t * tp).take(tp) {
                                 for y in 0..p {
                                     for x in 0..p {
-                                        let v = f[((py + y) * w + px + x) * 3 + ch] as f32;
-                                        out.push((v - mean[ch]) / std[ch]);
+                                        let v = f[((py + y) * w + px + x) * 3 + ch];
+                                        out.push(table[ch * 256 + v as usize]);
                                     }
                                 }
                             }
@@ -797,7 +761,7 @@ impl crate::PixelStep for VideoPixelStep {
         Ok(crate::FramePixels {
             pts: frame.pts,
             data: crate::PixelData::Rgb {
-                rgb: resize_bicubic(&frame.rgb, w, h, nw, nh),
+                rgb: resize_bicubic(&frame.rgb, w, h, nw, nh)?,
                 width: nw,
                 height: nh,
             },

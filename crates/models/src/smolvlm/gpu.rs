@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
 use vidlm_kernels::gpu::candle::{CandleElem, CandlePreprocessor};
-use vidlm_kernels::preprocess::{ColorSpec, Frame, Normalize};
+use vidlm_kernels::preprocess::{ColorSpec, Frame};
 use vidlm_kernels::KernelError;
 
 use super::processor::PixelConfig;
@@ -76,23 +76,7 @@ impl GpuVideoPixels {
         (w, h): (u32, u32),
     ) -> Result<Tensor, KernelError> {
         let side = cfg.max_image_size as u32;
-        let norm = Normalize {
-            rescale: if cfg.do_rescale {
-                cfg.rescale_factor
-            } else {
-                1.0
-            },
-            mean: if cfg.do_normalize {
-                cfg.image_mean
-            } else {
-                [0.0; 3]
-            },
-            std: if cfg.do_normalize {
-                cfg.image_std
-            } else {
-                [1.0; 3]
-            },
-        };
+        let norm = cfg.normalize();
         let pp = match &mut self.pp {
             Some((pw, ph, pp)) if (*pw, *ph) == (w, h) => pp,
             slot => {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 use tokenizers::Tokenizer;
-use vidlm_kernels::preprocess::{resize_rgb24, Filter};
+use vidlm_kernels::preprocess::{resize_rgb24, Filter, NormOrder, Normalize};
 
 use crate::chat_template::ChatTemplate;
 use crate::{Checkpoint, FramePixels, PixelData, PixelStep};
@@ -139,6 +139,39 @@ pub struct PixelConfig {
 }
 
 impl PixelConfig {
+    /// The rescale and normalization, in the rounding of transformers' torchvision processors
+    /// (SmolVLM2's reference): the flags that are off become the identity.
+    pub fn normalize(&self) -> Normalize {
+        Normalize {
+            rescale: if self.do_rescale {
+                self.rescale_factor
+            } else {
+                1.0
+            },
+            mean: if self.do_normalize {
+                self.image_mean
+            } else {
+                [0.0; 3]
+            },
+            std: if self.do_normalize {
+                self.image_std
+            } else {
+                [1.0; 3]
+            },
+            order: NormOrder::Fused,
+        }
+    }
+
+    /// The 3 x 256 table of [`PixelConfig::normalize`].
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] for a zero or non-finite std or rescale factor.
+    pub fn normalize_table(&self) -> Result<Vec<f32>, ModelError> {
+        self.normalize()
+            .table()
+            .map_err(|e| ModelError::Invalid(format!("processor normalization: {e}")))
+    }
+
     /// Reads the settings from one processor config object. `video` selects the video processor's
     /// rules (`video_sampling.video_size` overrides `size`).
     ///
@@ -259,6 +292,9 @@ pub struct SmolVlmProcessor {
     template_vars: serde_json::Map<String, Value>,
     image_cfg: PixelConfig,
     video_cfg: PixelConfig,
+    /// `image_cfg`'s and `video_cfg`'s normalization tables, made once.
+    image_norm: Vec<f32>,
+    video_norm: Vec<f32>,
     image_seq_len: usize,
     fake_image_token: String,
     image_token: String,
@@ -435,6 +471,8 @@ impl SmolVlmProcessor {
             chat_template: ChatTemplate::new(&source)?,
             video_template: ChatTemplate::new(VIDEO_CHAT_TEMPLATE)?,
             template_vars,
+            image_norm: image_cfg.normalize_table()?,
+            video_norm: video_cfg.normalize_table()?,
             image_cfg,
             video_cfg,
             image_seq_len,
@@ -585,7 +623,7 @@ impl SmolVlmProcessor {
         let mut pixel_values = Vec::with_capacity(frames.len() * 3 * side * side);
         for f in frames {
             let rgb = self.video_frame_pixels(f)?;
-            normalize_into(&rgb, &self.video_cfg, &mut pixel_values);
+            normalize_into(&rgb, &self.video_norm, &mut pixel_values);
         }
         Ok((pixel_values, [frames.len(), 3, side, side]))
     }
@@ -599,7 +637,7 @@ impl SmolVlmProcessor {
         let side = self.video_cfg.max_image_size;
         let mut values = Vec::with_capacity(3 * side * side);
         let rgb = self.video_frame_pixels(frame)?;
-        normalize_into(&rgb, &self.video_cfg, &mut values);
+        normalize_into(&rgb, &self.video_norm, &mut values);
         Ok(FramePixels {
             pts: frame.pts,
             data: PixelData::Planes {
@@ -652,7 +690,7 @@ impl SmolVlmProcessor {
             check_frame(img, i)?;
             let (tiles, rows, cols) = self.image_tiles(img)?;
             for t in &tiles {
-                normalize_into(t, &self.image_cfg, &mut pixel_values);
+                normalize_into(t, &self.image_norm, &mut pixel_values);
             }
             n_images += tiles.len();
             grids.push((rows, cols));
@@ -993,25 +1031,12 @@ impl RgbBuf<'_> {
     }
 }
 
-/// Appends `img` as planar CHW f32, rescaled and normalized as transformers' torchvision backend
-/// does: with both on, the two are fused into `(x - mean / rescale) / (std / rescale)` in f32.
-fn normalize_into(img: &RgbBuf, cfg: &PixelConfig, out: &mut Vec<f32>) {
+/// Appends `img` as planar CHW f32, rescaled and normalized by the config's [`Normalize`] table.
+fn normalize_into(img: &RgbBuf, table: &[f32], out: &mut Vec<f32>) {
     let plane = img.w * img.h;
-    let inv = (1.0 / cfg.rescale_factor) as f32;
-    for c in 0..3 {
+    for (c, lut) in table.chunks_exact(256).enumerate() {
         let src = img.data.iter().skip(c).step_by(3).take(plane);
-        if cfg.do_rescale && cfg.do_normalize {
-            let (m, s) = (cfg.image_mean[c] * inv, cfg.image_std[c] * inv);
-            out.extend(src.map(|&v| (v as f32 - m) / s));
-        } else if cfg.do_normalize {
-            let (m, s) = (cfg.image_mean[c], cfg.image_std[c]);
-            out.extend(src.map(|&v| (v as f32 - m) / s));
-        } else if cfg.do_rescale {
-            let r = cfg.rescale_factor as f32;
-            out.extend(src.map(|&v| v as f32 * r));
-        } else {
-            out.extend(src.map(|&v| v as f32));
-        }
+        out.extend(src.map(|&v| lut[v as usize]));
     }
 }
 
