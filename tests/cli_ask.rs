@@ -548,3 +548,54 @@ fn qwen3vl_model_matches_the_library() {
     let out = vidlm(&["ask", "--model", m, "--image", p, "--image", p, "Describe."]);
     assert_one_line_error(&out, &["--image", "Qwen3-VL", "one image"]);
 }
+
+/// Idefics3 (SmolVLM v1), the family added by a registry line alone: `vidlm ask` on a clip runs it
+/// with no change to the pipeline or the CLI, and answers as the library does on the same frames
+/// (its prompt takes the frames as images); `--image` runs its image processor.
+#[test]
+fn idefics3_model_matches_the_library() {
+    let model = root().join("crates/models/tests/fixtures/idefics3-tiny");
+    let m = model.to_str().unwrap();
+    let v = ask_json(&[
+        "--model",
+        m,
+        "samples/bbb-720p-5s.mp4",
+        QUESTION,
+        "--sample",
+        "frames:3",
+        "--max-new-tokens",
+        "6",
+    ]);
+    let ids = token_ids(&v);
+    assert!(!ids.is_empty());
+    let frames = pipeline_frames("frames:3");
+    assert_eq!(floats(&v["frames"]).len(), 3);
+    let mut lib = vidlm_models::load_model(m, &LoadOptions::default()).unwrap();
+    assert_eq!(lib.family(), "Idefics3");
+    let clip = vidlm_models::Clip::new(lib.encode_frames(&frames).unwrap());
+    let params = GenerationParams {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let g = lib.generate(&clip, QUESTION, &params, &mut |_| {}).unwrap();
+    assert_eq!(g.token_ids, ids);
+    assert_eq!(g.text, v["answer"].as_str().unwrap());
+    assert_eq!(
+        g.prompt_tokens as u64,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    // Three frames, each one global view of image_seq_len (16) tokens.
+    assert!(g.prompt_tokens > 3 * 16);
+
+    let png = root().join("crates/models/tests/fixtures/frames/bbb-n060-1280x720.png");
+    let v = ask_json(&[
+        "--model",
+        m,
+        "--image",
+        png.to_str().unwrap(),
+        "Describe the image.",
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert!(!token_ids(&v).is_empty());
+}

@@ -10,6 +10,11 @@
 //!    tests against them.
 //!
 //! Nothing in the pipeline or the CLI changes: they see `Box<dyn VisionLanguageModel>`.
+//!
+//! Idefics3 (SmolVLM v1) came in this way: one registry line, the `idefics3` model_type accepted
+//! by the SmolVLM config (the same model), the processor's frames-as-images prompt (it has no
+//! video half), `tools/make_idefics3_fixtures.py` and `tests/idefics3_parity.rs`; the pipeline,
+//! CLI, server and eval crates did not change.
 
 use std::path::{Path, PathBuf};
 
@@ -105,6 +110,18 @@ pub const FAMILIES: &[Family] = &[
                 name, files, opts,
             )?))
         }),
+    },
+    // SmolVLM v1 (HuggingFaceTB/SmolVLM-*-Instruct): SmolVLM2's model with an image-only processor.
+    Family {
+        name: "Idefics3",
+        model_types: &["idefics3"],
+        load: |name, ckpt, opts| {
+            Ok(Box::new(crate::smolvlm::SmolVlmEngine::from_checkpoint(
+                name, ckpt, opts,
+            )?))
+        },
+        projector_types: &[],
+        load_gguf: None,
     },
     Family {
         name: "Qwen3-VL",

@@ -419,7 +419,11 @@ impl VisionLanguageModel for SmolVlmEngine {
     }
 
     fn family(&self) -> &'static str {
-        "SmolVLM2"
+        if self.processor.frames_as_images() {
+            "Idefics3"
+        } else {
+            "SmolVLM2"
+        }
     }
 
     fn max_images(&self) -> usize {

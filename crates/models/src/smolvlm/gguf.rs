@@ -262,6 +262,7 @@ pub fn load(
         image_seq_len: config.image_seq_len(),
         extra_eos: Vec::new(),
         chat_template,
+        frames_as_images: false,
     })?;
     Ok((
         SmolVlm {

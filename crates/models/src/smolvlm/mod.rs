@@ -151,10 +151,11 @@ impl Config {
     /// As [`Self::from_file`].
     pub fn from_json(raw: serde_json::Value, path: &Path) -> Result<Self, ModelError> {
         match raw.get("model_type").and_then(|v| v.as_str()) {
-            Some("smolvlm") => {}
+            // Idefics3 (SmolVLM v1) is the same model; only its processor differs.
+            Some("smolvlm" | "idefics3") => {}
             other => {
                 return Err(ModelError::Invalid(format!(
-                    "{}: model_type {} is not supported (expected \"smolvlm\")",
+                    "{}: model_type {} is not supported (expected \"smolvlm\" or \"idefics3\")",
                     path.display(),
                     other
                         .map(|s| format!("\"{s}\""))

@@ -281,6 +281,9 @@ pub struct ProcessorParts {
     pub extra_eos: Vec<u32>,
     /// The chat template's source.
     pub chat_template: String,
+    /// Idefics3 (SmolVLM v1) has no video processor: a clip's frames go in as images, one global
+    /// view each, in the checkpoint's own chat template (see [`SmolVlmProcessor::frames_as_images`]).
+    pub frames_as_images: bool,
 }
 
 /// SmolVLM2's processor (see the module docs).
@@ -302,6 +305,7 @@ pub struct SmolVlmProcessor {
     image_token_id: u32,
     bos_token: Option<String>,
     stop_token_ids: Vec<u32>,
+    frames_as_images: bool,
 }
 
 impl SmolVlmProcessor {
@@ -384,6 +388,7 @@ impl SmolVlmProcessor {
             video_cfg,
             image_seq_len,
             extra_eos,
+            frames_as_images: ckpt.model_type()?.as_deref() == Some("idefics3"),
             chat_template,
         })
     }
@@ -404,6 +409,7 @@ impl SmolVlmProcessor {
             image_seq_len,
             extra_eos,
             chat_template: source,
+            frames_as_images,
         } = parts;
         let named = |k: &str, default: &str| -> String {
             tok_cfg
@@ -482,6 +488,7 @@ impl SmolVlmProcessor {
             image_token_id,
             bos_token,
             stop_token_ids,
+            frames_as_images,
         })
     }
 
@@ -577,6 +584,9 @@ impl SmolVlmProcessor {
                 )));
             }
         }
+        if self.frames_as_images {
+            return self.frames_prompt_for_groups(groups, question);
+        }
         let messages = json!([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]);
         let prompt = self
             .video_template
@@ -590,6 +600,58 @@ impl SmolVlmProcessor {
             )));
         }
         let text = format!("{}{}{}", pieces[0], expansion, pieces[1]);
+        let side = self.video_cfg.max_image_size;
+        let tokens = groups.iter().map(|(_, n)| n).sum();
+        self.finish(
+            prompt,
+            text,
+            Vec::new(),
+            [0, 3, side, side],
+            Vec::new(),
+            tokens,
+        )
+    }
+
+    /// True for a processor without a video half (Idefics3, SmolVLM v1): a clip's frames are
+    /// prompted as images, each one global `max_image_size` view (transformers' image processor
+    /// with `do_image_splitting=False`), in one user turn of the checkpoint's chat template; frame
+    /// times are not written (the model was not trained with them).
+    pub fn frames_as_images(&self) -> bool {
+        self.frames_as_images
+    }
+
+    /// One user turn of `n` images and `question` in the checkpoint's chat template, checked to
+    /// hold exactly `n` image placeholders.
+    fn images_turn(&self, n: usize, question: &str) -> Result<String, ModelError> {
+        let mut content: Vec<Value> = (0..n).map(|_| json!({"type": "image"})).collect();
+        content.push(json!({"type": "text", "text": question}));
+        let messages = json!([{"role": "user", "content": content}]);
+        let prompt = self
+            .chat_template
+            .render(&messages, true, &self.template_vars)?;
+        let found = prompt.matches(self.image_token.as_str()).count();
+        if found != n {
+            return Err(ModelError::Input(format!(
+                "the chat template produced {found} {} placeholders for {n} images",
+                self.image_token
+            )));
+        }
+        Ok(prompt)
+    }
+
+    /// [`Self::video_prompt_for_groups`] for a processor whose frames go in as images.
+    fn frames_prompt_for_groups(
+        &self,
+        groups: &[(f64, usize)],
+        question: &str,
+    ) -> Result<ProcessedInput, ModelError> {
+        let prompt = self.images_turn(groups.len(), question)?;
+        let pieces: Vec<&str> = prompt.split(self.image_token.as_str()).collect();
+        let mut text = String::from(pieces[0]);
+        for ((_, tokens), rest) in groups.iter().zip(&pieces[1..]) {
+            text.push_str(&self.global_image_string(*tokens));
+            text.push_str(rest);
+        }
         let side = self.video_cfg.max_image_size;
         let tokens = groups.iter().map(|(_, n)| n).sum();
         self.finish(
@@ -665,22 +727,8 @@ impl SmolVlmProcessor {
             ));
         }
         self.check_question(question)?;
-        let mut content: Vec<Value> = images.iter().map(|_| json!({"type": "image"})).collect();
-        content.push(json!({"type": "text", "text": question}));
-        let messages = json!([{"role": "user", "content": content}]);
-        let prompt = self
-            .chat_template
-            .render(&messages, true, &self.template_vars)?;
-
+        let prompt = self.images_turn(images.len(), question)?;
         let pieces: Vec<&str> = prompt.split(self.image_token.as_str()).collect();
-        if pieces.len() != images.len() + 1 {
-            return Err(ModelError::Input(format!(
-                "the chat template produced {} {} placeholders for {} images",
-                pieces.len() - 1,
-                self.image_token,
-                images.len()
-            )));
-        }
         let side = self.image_cfg.max_image_size;
         let mut pixel_values = Vec::new();
         let mut grids = Vec::with_capacity(images.len());
@@ -861,18 +909,19 @@ impl SmolVlmProcessor {
     }
 
     /// `<fake><global-img><image>*n<fake>` (one unsplit image or video frame).
-    fn single_image_string(&self) -> String {
+    /// One global view of `tokens` image tokens between the fake tokens.
+    fn global_image_string(&self, tokens: usize) -> String {
         let mut s = String::new();
         s.push_str(&self.fake_image_token);
         s.push_str(&self.global_image_token);
-        s.push_str(&self.image_token.repeat(self.image_seq_len));
+        s.push_str(&self.image_token.repeat(tokens));
         s.push_str(&self.fake_image_token);
         s
     }
 
     fn image_expansion(&self, rows: usize, cols: usize) -> String {
         if rows == 0 && cols == 0 {
-            return self.single_image_string();
+            return self.global_image_string(self.image_seq_len);
         }
         let tokens = self.image_token.repeat(self.image_seq_len);
         let mut s = String::new();
@@ -885,7 +934,7 @@ impl SmolVlmProcessor {
             s.push('\n');
         }
         s.push('\n');
-        s.push_str(&self.single_image_string());
+        s.push_str(&self.global_image_string(self.image_seq_len));
         s
     }
 
@@ -917,6 +966,13 @@ impl SmolVlmProcessor {
     /// then to the square `max_image_size` (each resize skipped when the size already matches).
     fn video_frame_pixels<'a>(&self, f: &'a VideoFrame) -> Result<RgbBuf<'a>, ModelError> {
         let cfg = &self.video_cfg;
+        if self.frames_as_images {
+            // The image processor's path, unsplit (`video_cfg` never splits): one square view.
+            let (mut tiles, _, _) = self.image_tiles_with(f, cfg)?;
+            return tiles
+                .pop()
+                .ok_or_else(|| ModelError::Input("the image processor made no view".into()));
+        }
         let mut img = RgbBuf {
             w: f.width as usize,
             h: f.height as usize,
@@ -940,7 +996,15 @@ impl SmolVlmProcessor {
         &self,
         f: &'a VideoFrame,
     ) -> Result<(Vec<RgbBuf<'a>>, usize, usize), ModelError> {
-        let cfg = &self.image_cfg;
+        self.image_tiles_with(f, &self.image_cfg)
+    }
+
+    /// [`Self::image_tiles`] with the settings `cfg`.
+    fn image_tiles_with<'a>(
+        &self,
+        f: &'a VideoFrame,
+        cfg: &PixelConfig,
+    ) -> Result<(Vec<RgbBuf<'a>>, usize, usize), ModelError> {
         let m = cfg.max_image_size;
         let mut img = RgbBuf {
             w: f.width as usize,
