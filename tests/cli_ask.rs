@@ -599,3 +599,77 @@ fn idefics3_model_matches_the_library() {
     ]);
     assert!(!token_ids(&v).is_empty());
 }
+
+/// A hub id of GGUF files, as llama.cpp's `-hf` takes one (`owner/name:QUANT`), resolved in the
+/// Hugging Face cache (the layout `hf download` writes: refs/main, snapshots/REV, links to blobs):
+/// the quantization picks the text model, its `mmproj-` twin comes along, and `vidlm ask` answers
+/// as it does from the same files by path. An absent quantization is a one-line error listing
+/// the ones there.
+#[test]
+fn hub_gguf_id_with_quant_tag_runs_from_the_cache() {
+    let fixtures = root().join("crates/models/tests/fixtures/smolvlm2-256m-tiny-gguf");
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--test-org--smolvlm2-tiny-GGUF");
+    let snap = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for (i, name) in [
+        "smolvlm2-256m-tiny-F16.gguf",
+        "smolvlm2-256m-tiny-Q8_0.gguf",
+        "mmproj-smolvlm2-256m-tiny-F16.gguf",
+        "mmproj-smolvlm2-256m-tiny-Q8_0.gguf",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let blob = repo.join(format!("blobs/{i:040}"));
+        std::fs::copy(fixtures.join(name), &blob).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{i:040}"), snap.join(name)).unwrap();
+    }
+    let png = root().join("crates/models/tests/fixtures/frames/bbb-n060-1280x720.png");
+    let ask = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vidlm"))
+            .args([
+                "ask",
+                "--model",
+                model,
+                "--image",
+                png.to_str().unwrap(),
+                "Describe the image.",
+                "--max-new-tokens",
+                "4",
+                "--json",
+            ])
+            .current_dir(root())
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let by_id = ask("test-org/smolvlm2-tiny-GGUF:Q8_0");
+    assert!(
+        by_id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_id.stderr)
+    );
+    let by_path = ask(fixtures
+        .join("smolvlm2-256m-tiny-Q8_0.gguf")
+        .to_str()
+        .unwrap());
+    assert!(by_path.status.success());
+    let ids = |o: &std::process::Output| {
+        token_ids(&serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap())
+    };
+    assert!(!ids(&by_id).is_empty());
+    assert_eq!(ids(&by_id), ids(&by_path));
+
+    let out = ask("test-org/smolvlm2-tiny-GGUF:Q4_K_M");
+    assert_one_line_error(&out, &["Q4_K_M", "smolvlm2-256m-tiny-Q8_0.gguf"]);
+    // No tag, two quantizations and no Q4_K_M: Q8_0, as the docs say.
+    let untagged = ask("test-org/smolvlm2-tiny-GGUF");
+    assert!(untagged.status.success());
+    assert_eq!(ids(&untagged), ids(&by_path));
+}

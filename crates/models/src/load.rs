@@ -164,7 +164,11 @@ pub fn load_model(
     spec: &str,
     opts: &LoadOptions,
 ) -> Result<Box<dyn VisionLanguageModel>, ModelError> {
-    if let Some(files) = GgufFiles::find(Path::new(spec), opts.mmproj.as_deref())? {
+    // A hub id of GGUF files (`owner/name[:QUANT]`, as llama.cpp's `-hf`) becomes its cached
+    // text file; local paths and safetensors hub ids go on as they are.
+    let hub_gguf = crate::hub::resolve_gguf(spec)?;
+    let path = hub_gguf.as_deref().unwrap_or(Path::new(spec));
+    if let Some(files) = GgufFiles::find(path, opts.mmproj.as_deref())? {
         return load_gguf(spec, &files, opts);
     }
     let ckpt = Checkpoint::open(spec)?;
