@@ -216,3 +216,39 @@ fn no_cache_damage_and_eviction() {
     assert_eq!(ask(&cache, &model, &a, &with_bound).cache(), Some("miss"));
     assert_eq!(ask(&cache, &model, &b, &with_bound).cache(), Some("miss"));
 }
+
+/// The server's cache: in memory, through the library. The second run of a job reads the tokens
+/// back (nothing decoded or encoded) and answers as the first.
+#[test]
+fn memory_cache_serves_the_second_run() {
+    use vidlm_pipeline::{CacheStatus, JobOutcome, JobOutput, JobSpec, Pipeline, VisualCache};
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(clip) = testsrc(tmp.path(), "clip.mp4", "testsrc2") else {
+        return;
+    };
+    let mut cfg = vidlm_pipeline::PipelineConfig::default();
+    cfg.model.id = fixture_model("smolvlm-tiny-sf2");
+    cfg.model.device = vidlm_pipeline::DeviceChoice::Cpu;
+    cfg.sampling.strategy = "frames:3".into();
+    cfg.generation.max_new_tokens = 8;
+    let pipeline = Pipeline::builder()
+        .config(cfg)
+        .cache(VisualCache::memory(1 << 30))
+        .build()
+        .unwrap();
+    let job = JobSpec::ask("a", clip.to_string_lossy(), "What is shown?");
+    let answer = |r: &vidlm_pipeline::RunReport| match &r.outcomes[0] {
+        JobOutcome::Finished(JobOutput::Answer(a)) => (a.token_ids.clone(), a.timings.cache),
+        other => panic!("{other:?}"),
+    };
+    let first = pipeline.run(std::slice::from_ref(&job), |_| {});
+    assert_eq!(first.metrics.frames_encoded, 3);
+    let second = pipeline.run(std::slice::from_ref(&job), |_| {});
+    assert_eq!(second.metrics.frames_decoded, 0);
+    assert_eq!(second.metrics.frames_encoded, 0);
+    assert_eq!(second.metrics.cache_hits, 1);
+    let (ids1, c1) = answer(&first);
+    let (ids2, c2) = answer(&second);
+    assert_eq!((c1, c2), (Some(CacheStatus::Miss), Some(CacheStatus::Hit)));
+    assert_eq!(ids1, ids2);
+}
