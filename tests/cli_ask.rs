@@ -23,6 +23,7 @@ fn vidlm(args: &[&str]) -> std::process::Output {
         .args(args)
         .current_dir(root())
         .env_remove("RUST_LOG")
+        .env("VIDLM_NO_CACHE", "1")
         .output()
         .expect("run vidlm")
 }
@@ -223,6 +224,7 @@ fn hub_id_absent_and_offline_says_how_to_download() {
     let out = Command::new(env!("CARGO_BIN_EXE_vidlm"))
         .args(["ask", "--model", id, "samples/bbb-720p-5s.mp4", "q"])
         .current_dir(root())
+        .env("VIDLM_NO_CACHE", "1")
         .env("HF_HOME", home.path())
         .env_remove("HF_HUB_CACHE")
         .env("HF_HUB_OFFLINE", "1")
@@ -260,6 +262,7 @@ fn hub_id_absent_and_offline_says_how_to_download() {
             "--json",
         ])
         .current_dir(root())
+        .env("VIDLM_NO_CACHE", "1")
         .env("HF_HOME", home.path())
         .env_remove("HF_HUB_CACHE")
         .env("HF_HUB_OFFLINE", "1")

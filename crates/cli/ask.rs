@@ -151,7 +151,7 @@ fn ask_video(
         .with_context(|| format!("--sample {}", cfg.sampling.strategy))?;
     let model_id = cfg.model.id.clone();
     let t0 = Instant::now();
-    let pipeline = args.pipeline.build_with(cfg)?;
+    let pipeline = args.pipeline.build_cached(cfg)?;
     let load_s = t0.elapsed().as_secs_f64();
     let spinner = if args.json {
         None

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use vidlm_pipeline::{install_ctrlc, CancelToken, Pipeline, PipelineConfig};
+use vidlm_pipeline::{install_ctrlc, CancelToken, Pipeline, PipelineConfig, VisualCache};
 
 /// Pipeline flags shared by `summarize`, `ask` and `batch`; each overrides the preset's value.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,6 +75,17 @@ pub struct PipelineArgs {
     /// stage, peak memory) as one JSON line on stderr.
     #[arg(long)]
     pub metrics: bool,
+    /// `ask`/`summarize`: neither read nor write the visual-token cache (also VIDLM_NO_CACHE=1).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// `ask`/`summarize`: the visual-token cache's directory (default: $VIDLM_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/vidlm, else ~/.cache/vidlm).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// `ask`/`summarize`: the visual-token cache's size bound, e.g. 500M or 2G (default 2G); the
+    /// least recently used entries go first.
+    #[arg(long, value_name = "BYTES", value_parser = crate::serve::parse_bytes)]
+    pub cache_size: Option<u64>,
 }
 
 impl PipelineArgs {
@@ -149,12 +160,35 @@ impl PipelineArgs {
         self.build_with_token(self.config()?, cancel)
     }
 
-    /// Like [`Self::build`] with `cfg` (from [`Self::config`], possibly adjusted): the model
-    /// (and, with `--separate-encoder`, its second instance) loaded as `cfg.model` says.
-    pub fn build_with(&self, cfg: PipelineConfig) -> anyhow::Result<Pipeline> {
+    /// The visual-token cache these flags ask for: `None` with `--no-cache` or VIDLM_NO_CACHE
+    /// set, or where no cache directory can be found.
+    pub fn visual_cache(&self) -> anyhow::Result<Option<VisualCache>> {
+        let off = std::env::var_os("VIDLM_NO_CACHE").is_some_and(|v| !v.is_empty() && v != "0");
+        if self.no_cache || off {
+            tracing::debug!("visual-token cache off");
+            return Ok(None);
+        }
+        let Some(dir) = self.cache_dir.clone().or_else(VisualCache::default_dir) else {
+            tracing::debug!("no cache directory (HOME unset): visual-token cache off");
+            return Ok(None);
+        };
+        let max = self.cache_size.unwrap_or(vidlm_pipeline::DEFAULT_MAX_BYTES);
+        let cache = VisualCache::disk(&dir, max)
+            .with_context(|| format!("visual-token cache {}", dir.display()))?;
+        tracing::debug!(?cache, "visual-token cache");
+        Ok(Some(cache))
+    }
+
+    /// Like [`Self::build`] with `cfg` (from [`Self::config`], possibly adjusted), plus the
+    /// visual-token cache of [`Self::visual_cache`] (`ask` and `summarize`).
+    pub fn build_cached(&self, cfg: PipelineConfig) -> anyhow::Result<Pipeline> {
         let cancel = CancelToken::new();
         install_ctrlc(&cancel)?;
-        self.build_with_token(cfg, cancel)
+        let mut builder = Pipeline::builder().config(cfg).cancel_token(cancel);
+        if let Some(cache) = self.visual_cache()? {
+            builder = builder.cache(cache);
+        }
+        Ok(builder.build()?)
     }
 
     /// Builds the pipeline for `cfg` with `cancel` as its token, for callers that handle signals

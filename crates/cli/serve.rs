@@ -82,10 +82,16 @@ pub struct Args {
     /// After SIGTERM, how long requests in flight may run before they are cancelled, e.g. 10s.
     #[arg(long, default_value = "10s")]
     shutdown_timeout: String,
+    /// Keep no visual tokens between requests (each request on a clip decodes and encodes it).
+    #[arg(long)]
+    no_cache: bool,
+    /// Bytes of visual tokens each model keeps in memory for clips asked about again, e.g. 1G.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    cache_size: u64,
 }
 
 /// `256M`, `1G`, `4096`, `64K` (powers of 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mul) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -169,6 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.remote_max_bytes = args.remote_max_bytes;
     config.remote_timeout =
         Duration::from_secs_f64(parse_duration(&args.remote_timeout).context("--remote-timeout")?);
+    config.visual_cache_bytes = if args.no_cache { 0 } else { args.cache_size };
     config.shutdown_timeout = Duration::from_secs_f64(
         parse_duration(&args.shutdown_timeout).context("--shutdown-timeout")?,
     );

@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .as_deref()
         .unwrap_or(&cfg.output.format)
         .parse()?;
-    let pipeline = args.pipeline.build()?;
+    let pipeline = args.pipeline.build_cached(args.pipeline.config()?)?;
     let job = JobSpec {
         from: args.from,
         to: args.to,

@@ -23,7 +23,8 @@ pub fn fixture_model(name: &str) -> String {
 /// The `vidlm` binary, run from the repository root.
 pub fn vidlm() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vidlm"));
-    c.current_dir(root());
+    // Tests stay off the user's visual-token cache (tests/cli_cache.rs turns it on in a temp dir).
+    c.current_dir(root()).env("VIDLM_NO_CACHE", "1");
     c
 }
 

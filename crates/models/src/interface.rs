@@ -323,6 +323,12 @@ pub trait VisionLanguageModel: Send {
     /// The most frames (or frame groups) one prompt should carry.
     fn max_frames(&self) -> usize;
 
+    /// The device the visual tokens live on: where tokens read back from a cache are put so the
+    /// language model takes them as its encoder's own. CPU unless the model says otherwise.
+    fn device(&self) -> candle_core::Device {
+        candle_core::Device::Cpu
+    }
+
     /// Encodes frames into visual tokens, one [`VisualTokens`] per frame, in order. Frames may come
     /// from different videos: batching them is the caller's choice.
     ///

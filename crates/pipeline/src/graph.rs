@@ -7,11 +7,13 @@
 //! thread drives the language model (the model is not `Sync`). Every message carries its job, and
 //! errors travel down the graph as messages, so one failing video never stops the others.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
 use vidlm_models::VisionLanguageModel;
 
+use crate::cache::{CacheKey, VisualCache};
 use crate::chunking::Plan;
 use crate::job::{Event, JobSpec};
 use crate::metrics::Metrics;
@@ -82,6 +84,19 @@ pub(crate) struct Graph<'a> {
     pub pixel_step: Option<std::sync::Arc<dyn vidlm_models::PixelStep>>,
     pub metrics: &'a Metrics,
     pub cancel: &'a CancelToken,
+    /// The visual-token cache, when the pipeline has one.
+    pub cache: Option<RunCache<'a>>,
+}
+
+/// The visual-token cache as one run sees it.
+pub(crate) struct RunCache<'a> {
+    pub cache: &'a VisualCache,
+    /// The model part of every key ([`crate::cache::model_identity`]).
+    pub model: &'a str,
+    /// Where tokens read from disk are put: the encoder's device.
+    pub device: candle_core::Device,
+    /// Keys of the jobs that missed, stored by the pool stage once their encoding is complete.
+    pub pending: Mutex<HashMap<usize, CacheKey>>,
 }
 
 pub(crate) fn lock<'m>(
@@ -133,9 +148,11 @@ impl Graph<'_> {
         std::thread::scope(|s| {
             for i in 0..w.decode {
                 let (job_rx, pre_txs) = (job_rx.clone(), pre_txs.clone());
+                // Cache hits skip preprocess and encode: their tokens go straight to pooling.
+                let hits = pool_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("vidlm-decode-{i}"))
-                    .spawn_scoped(s, move || self.decode_worker(jobs, job_rx, pre_txs))
+                    .spawn_scoped(s, move || self.decode_worker(jobs, job_rx, pre_txs, hits))
                     .expect("spawn decode thread");
             }
             drop(pre_txs);
@@ -205,6 +222,49 @@ impl Graph<'_> {
             expected,
             end,
         }
+    }
+}
+
+impl Graph<'_> {
+    /// The cache key of a job, or `None` when its input is not a local file (stdin, URLs and
+    /// live streams are not cached) or cannot be read (the decoder then reports why).
+    pub(crate) fn cache_key(&self, rc: &RunCache<'_>, spec: &JobSpec) -> Option<CacheKey> {
+        let input = spec.input.strip_prefix("file://").unwrap_or(&spec.input);
+        let path = std::path::Path::new(input);
+        if crate::is_live_input(input) || input.contains("://") || !path.is_file() {
+            tracing::debug!(input = %spec.input, "not a local file: visual-token cache bypassed");
+            return None;
+        }
+        let t0 = std::time::Instant::now();
+        let content = match crate::cache::content_hash(path) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(input = %spec.input, error = %e, "visual-token cache bypassed");
+                return None;
+            }
+        };
+        tracing::debug!(input = %spec.input, seconds = t0.elapsed().as_secs_f64(), "content hashed");
+        let cfg = self.config;
+        let s = &cfg.sampling;
+        let mut text = format!(
+            "vidlm visual tokens v{}\ncontent={content}\nsampling={:?}|{:?}|{:?}|{:?}|{:?}\npooling={}\nmodel={}",
+            crate::cache::FORMAT_VERSION,
+            s.strategy,
+            spec.from,
+            spec.to,
+            s.max_frames,
+            s.size,
+            cfg.pooling.method,
+            rc.model,
+        );
+        if self.frames_per_group > 1 {
+            // A frame-pair encoder sizes its calls by the frames of one prompt (`clip_len`).
+            text.push_str(&format!(
+                "\nchunking={}|{}",
+                cfg.chunking.policy, cfg.chunking.window
+            ));
+        }
+        Some(CacheKey::new(text))
     }
 }
 

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+mod cache;
 mod cancel;
 mod chunking;
 mod config;
@@ -44,6 +45,7 @@ mod source;
 mod stages;
 mod timestamps;
 
+pub use cache::{content_hash, VisualCache, DEFAULT_MAX_BYTES, FORMAT_VERSION};
 pub use cancel::{install_ctrlc, CancelToken};
 pub use chunking::{format_clock, merge_similar, Chunking};
 pub use config::{
@@ -53,7 +55,9 @@ pub use config::{
 pub use device::{DeviceChoice, CUDA_BUILD};
 pub use error::{ErrorKind, JobError, PipelineError, Result};
 pub use job::{AnswerOutput, Event, JobOutput, JobSpec, SummaryOutput, Task, TimeRange, Usage};
-pub use metrics::{peak_rss_bytes, JobTimings, Metrics, MetricsReport, Stage, StageSeconds};
+pub use metrics::{
+    peak_rss_bytes, CacheStatus, JobTimings, Metrics, MetricsReport, Stage, StageSeconds,
+};
 pub use pipeline::{load_model, JobOutcome, Pipeline, PipelineBuilder, RunReport};
 pub use pooling::{PoolOp, Pooling};
 pub use report::{write_atomic, AskReport, OutputFormat, SamplingInfo, SummaryReport};

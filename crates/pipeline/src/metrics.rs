@@ -87,6 +87,9 @@ pub struct Metrics {
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
     busy_nanos: [AtomicU64; 5],
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_status: Mutex<HashMap<usize, CacheStatus>>,
     per_job: Mutex<HashMap<usize, StageSeconds>>,
     starts: Mutex<HashMap<usize, Instant>>,
 }
@@ -107,6 +110,23 @@ impl Metrics {
     pub(crate) fn add_tokens(&self, prompt: u64, generated: u64) {
         self.tokens_in.fetch_add(prompt, Ordering::Relaxed);
         self.tokens_out.fetch_add(generated, Ordering::Relaxed);
+    }
+
+    /// Records how the visual-token cache served job `job`.
+    pub(crate) fn set_cache(&self, job: usize, status: CacheStatus) {
+        match status {
+            CacheStatus::Hit => self.cache_hits.fetch_add(1, Ordering::Relaxed),
+            CacheStatus::Miss => self.cache_misses.fetch_add(1, Ordering::Relaxed),
+            CacheStatus::Bypass => 0,
+        };
+        let mut map = self.cache_status.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(job, status);
+    }
+
+    /// How the visual-token cache served job `job` (`None` without a cache).
+    pub fn job_cache(&self, job: usize) -> Option<CacheStatus> {
+        let map = self.cache_status.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&job).copied()
     }
 
     /// Records `elapsed` of work in `stage`, for job `job` when it belongs to one.
@@ -152,6 +172,8 @@ impl Metrics {
             groups_pooled: self.groups_pooled.load(Ordering::Relaxed),
             tokens_in: self.tokens_in.load(Ordering::Relaxed),
             tokens_out: self.tokens_out.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.cache_misses.load(Ordering::Relaxed),
             stage_seconds,
             wall_seconds,
             peak_rss_bytes: peak_rss_bytes(),
@@ -168,6 +190,21 @@ pub struct JobTimings {
     pub stages: StageSeconds,
     /// Wall-clock seconds.
     pub total: f64,
+    /// How the visual-token cache served the job (absent without a cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// How the visual-token cache served a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    /// Tokens read from the cache: nothing decoded or encoded.
+    Hit,
+    /// Decoded and encoded, then stored.
+    Miss,
+    /// Not cacheable (stdin, a URL, a live stream).
+    Bypass,
 }
 
 /// What a run did, for logs, JSON output and benchmarks.
@@ -185,6 +222,10 @@ pub struct MetricsReport {
     pub tokens_in: u64,
     /// Tokens the language model generated, all calls.
     pub tokens_out: u64,
+    /// Jobs whose visual tokens came from the cache.
+    pub cache_hits: u64,
+    /// Jobs encoded and then stored in the cache.
+    pub cache_misses: u64,
     /// Busy seconds per stage, summed over that stage's threads.
     pub stage_seconds: StageSeconds,
     /// Wall-clock seconds of the run.

@@ -33,9 +33,18 @@ pub struct PipelineBuilder {
     encoder: Option<Box<dyn VisionLanguageModel>>,
     opener: Option<Box<dyn SourceOpener>>,
     cancel: Option<CancelToken>,
+    cache: Option<crate::VisualCache>,
 }
 
 impl PipelineBuilder {
+    /// Keeps the visual tokens of local files in `cache`, so a job on a clip already encoded
+    /// with the same sampling, model and pooling skips decoding and the vision encoder. The
+    /// model must be the one `config.model` names: its files are part of the key.
+    pub fn cache(mut self, cache: crate::VisualCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Sets the configuration (default: [`PipelineConfig::default`]).
     pub fn config(mut self, config: PipelineConfig) -> Self {
         self.config = config;
@@ -93,7 +102,19 @@ impl PipelineBuilder {
             .as_ref()
             .map_or(model.frames_per_group(), |e| e.frames_per_group())
             .max(1);
+        let cache = self.cache.map(|cache| {
+            let enc = self.encoder.as_ref().unwrap_or(&model);
+            let identity = crate::cache::model_identity(
+                &self.config.model,
+                &model_name,
+                max_frames,
+                frames_per_group,
+                &enc.device(),
+            );
+            (cache, identity)
+        });
         Ok(Pipeline {
+            cache,
             config: self.config,
             llm: Mutex::new(model),
             encoder: self.encoder.map(Mutex::new),
@@ -130,6 +151,7 @@ pub struct Pipeline {
     max_frames: usize,
     frames_per_group: usize,
     model_name: String,
+    cache: Option<(crate::VisualCache, String)>,
 }
 
 /// How one job of a run ended.
@@ -180,7 +202,17 @@ impl Pipeline {
         let metrics = Metrics::default();
         let t0 = Instant::now();
         let mut outcomes = vec![JobOutcome::Cancelled; jobs.len()];
+        let encoder = self.encoder.as_ref().unwrap_or(&self.llm);
         let graph = Graph {
+            cache: self
+                .cache
+                .as_ref()
+                .map(|(cache, model)| crate::graph::RunCache {
+                    cache,
+                    model,
+                    device: crate::graph::lock(encoder).device(),
+                    pending: Default::default(),
+                }),
             opener: self.opener.as_ref(),
             encoder: self.encoder.as_ref().unwrap_or(&self.llm),
             llm: &self.llm,

@@ -100,6 +100,9 @@ pub struct ServerConfig {
     pub remote_timeout: Duration,
     /// After SIGTERM: how long requests in flight may run before they are cancelled.
     pub shutdown_timeout: Duration,
+    /// Bytes of visual tokens each model keeps in memory for clips asked about again (least
+    /// recently used dropped first); 0 turns the cache off.
+    pub visual_cache_bytes: u64,
 }
 
 impl ServerConfig {
@@ -107,6 +110,7 @@ impl ServerConfig {
     /// queued requests, an hour of video a request, no API key, no remote media.
     pub fn new(models: Vec<ServedModelSpec>) -> Self {
         Self {
+            visual_cache_bytes: 1 << 30,
             models,
             pipeline: PipelineConfig::default(),
             dtype: candle_core::DType::F32,
@@ -180,6 +184,9 @@ impl Server {
                 options: opts,
                 max_batch: config.max_batch.max(1),
                 metrics: metrics.clone(),
+                // One cache per model: entries of two models never meet.
+                cache: (config.visual_cache_bytes > 0)
+                    .then(|| vidlm_pipeline::VisualCache::memory(config.visual_cache_bytes)),
             };
             workers.push(worker::ModelWorker::start(
                 m.id.clone(),

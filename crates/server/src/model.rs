@@ -55,6 +55,10 @@ impl VisionLanguageModel for SharedModel {
         &self.name
     }
 
+    fn device(&self) -> candle_core::Device {
+        self.with(|m| m.device())
+    }
+
     fn max_frames(&self) -> usize {
         self.max_frames
     }

@@ -120,6 +120,8 @@ pub(crate) struct WorkerSetup {
     /// Most video jobs in one pipeline run.
     pub max_batch: usize,
     pub metrics: Arc<Metrics>,
+    /// The in-memory visual-token cache of this model, when on.
+    pub cache: Option<vidlm_pipeline::VisualCache>,
 }
 
 impl ModelWorker {
@@ -261,15 +263,19 @@ impl ModelWorker {
     }
 
     fn run_videos(&self, model: &SharedModel, setup: &WorkerSetup, jobs: Vec<Job>) {
-        let cfg = jobs[0].prepared.config.clone();
+        let mut cfg = jobs[0].prepared.config.clone();
+        // The served checkpoint is the model part of the cache key.
+        cfg.model.id = setup.spec.clone();
         let max_new = cfg.generation.max_new_tokens;
         let token = CancelToken::new();
-        let pipeline = match Pipeline::builder()
+        let mut builder = Pipeline::builder()
             .config(cfg)
             .model(Box::new(model.clone()))
-            .cancel_token(token.clone())
-            .build()
-        {
+            .cancel_token(token.clone());
+        if let Some(cache) = &setup.cache {
+            builder = builder.cache(cache.clone());
+        }
+        let pipeline = match builder.build() {
             Ok(p) => p,
             Err(e) => {
                 for j in &jobs {

@@ -248,6 +248,10 @@ impl VisionLanguageModel for Qwen3VlEngine {
         &self.name
     }
 
+    fn device(&self) -> candle_core::Device {
+        self.model.text.device()
+    }
+
     fn family(&self) -> &'static str {
         "Qwen3-VL"
     }

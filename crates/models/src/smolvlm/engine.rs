@@ -418,6 +418,10 @@ impl VisionLanguageModel for SmolVlmEngine {
         &self.name
     }
 
+    fn device(&self) -> candle_core::Device {
+        self.model.vision_device().clone()
+    }
+
     fn family(&self) -> &'static str {
         if self.processor.frames_as_images() {
             "Idefics3"

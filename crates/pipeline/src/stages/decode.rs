@@ -8,8 +8,10 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::panic_message;
 use crate::graph::{with_input, Graph, Msg};
 use crate::job::JobSpec;
+use crate::metrics::CacheStatus;
 use crate::metrics::Stage;
 use crate::source::{SampleRequest, SampledFrame};
+use crate::stages::Encoded;
 use crate::PipelineError;
 
 impl Graph<'_> {
@@ -18,6 +20,7 @@ impl Graph<'_> {
         jobs: &[JobSpec],
         job_rx: Receiver<usize>,
         out: Vec<Sender<Msg<SampledFrame>>>,
+        hits: Sender<Msg<Encoded>>,
     ) {
         let sampling = &self.config.sampling;
         let size = sampling
@@ -38,6 +41,11 @@ impl Graph<'_> {
                 size,
             };
             self.metrics.job_started(job);
+            match self.serve_from_cache(job, spec, &hits) {
+                Some(true) => continue,
+                Some(false) => {}
+                None => return,
+            }
             let t0 = Instant::now();
             let opened = self.opener.open(&spec.input, &request);
             self.metrics
@@ -93,5 +101,56 @@ impl Graph<'_> {
             }
             self.metrics.add_decoded(source.frames_decoded());
         }
+    }
+}
+
+impl Graph<'_> {
+    /// Looks the job up in the cache: on a hit sends its tokens straight to the pool stage and
+    /// returns `Some(true)`; on a miss notes its key for the pool stage and returns `Some(false)`;
+    /// `None` when the pool stage is gone.
+    fn serve_from_cache(
+        &self,
+        job: usize,
+        spec: &JobSpec,
+        hits: &Sender<Msg<Encoded>>,
+    ) -> Option<bool> {
+        let Some(rc) = &self.cache else {
+            return Some(false);
+        };
+        let t0 = Instant::now();
+        let Some(key) = self.cache_key(rc, spec) else {
+            self.metrics.set_cache(job, CacheStatus::Bypass);
+            return Some(false);
+        };
+        let found = rc.cache.get(&key, &rc.device);
+        self.metrics
+            .add_time(Stage::Decode, Some(job), t0.elapsed());
+        let Some(clip) = found else {
+            tracing::info!(input = %spec.input, "visual-token cache miss");
+            self.metrics.set_cache(job, CacheStatus::Miss);
+            rc.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job, key);
+            return Some(false);
+        };
+        tracing::info!(input = %spec.input, groups = clip.groups.len(), "visual-token cache hit");
+        self.metrics.set_cache(job, CacheStatus::Hit);
+        let info = clip.info.clone();
+        let plan = self.plan(spec, &info);
+        hits.send(Msg::Start { job, info, plan }).ok()?;
+        for (tokens, scene) in &clip.groups {
+            if self.cancel.is_cancelled() {
+                hits.send(Msg::Cancelled { job }).ok()?;
+                return Some(true);
+            }
+            let item = Encoded {
+                tokens: tokens.clone(),
+                scene: *scene,
+            };
+            hits.send(Msg::Item { job, item }).ok()?;
+        }
+        hits.send(Msg::End { job }).ok()?;
+        Some(true)
     }
 }

@@ -316,6 +316,7 @@ impl Graph<'_> {
         JobTimings {
             stages: self.metrics.job_seconds(job),
             total: self.metrics.job_elapsed(job),
+            cache: self.metrics.job_cache(job),
         }
     }
 

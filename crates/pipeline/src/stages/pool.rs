@@ -6,6 +6,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use vidlm_models::VisualTokens;
 
+use crate::cache::{CacheKey, CachedClip};
 use crate::chunking::{Chunker, Plan, RawChunk};
 use crate::graph::{with_input, Graph, Msg};
 use crate::job::JobSpec;
@@ -35,8 +36,48 @@ impl Graph<'_> {
         }
         let rx = self.barrier(rx);
         let mut state: HashMap<usize, PoolJob> = HashMap::new();
+        // Jobs that missed the cache: their encoder output as it comes, stored at their end.
+        let mut storing: HashMap<usize, (CacheKey, CachedClip)> = HashMap::new();
         for msg in rx {
             let mut out: Vec<Msg<ChunkMsg>> = Vec::new();
+            match &msg {
+                Msg::Start { job, info, .. } => {
+                    let key = self.cache.as_ref().and_then(|rc| {
+                        rc.pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(job)
+                    });
+                    if let Some(key) = key {
+                        let clip = CachedClip {
+                            info: info.clone(),
+                            groups: Vec::new(),
+                        };
+                        storing.insert(*job, (key, clip));
+                    }
+                }
+                Msg::Item { job, item } => {
+                    if let Some((_, clip)) = storing.get_mut(job) {
+                        clip.groups.push((item.tokens.clone(), item.scene));
+                    }
+                }
+                Msg::End { job } => {
+                    if let (Some((key, clip)), Some(rc)) = (storing.remove(job), &self.cache) {
+                        if !self.cancel.is_cancelled() && state.contains_key(job) {
+                            let t0 = Instant::now();
+                            rc.cache.put(&key, clip);
+                            tracing::debug!(
+                                job,
+                                seconds = t0.elapsed().as_secs_f64(),
+                                "visual tokens cached"
+                            );
+                        }
+                    }
+                }
+                Msg::Failed { job, .. } | Msg::Cancelled { job } => {
+                    storing.remove(job);
+                }
+            }
             match msg {
                 Msg::Start { job, info, plan } => {
                     let from = jobs[job].from.unwrap_or(0.0);
