@@ -2,7 +2,7 @@
 # Decode benchmark: vidlm-media's Sampler (decode + sample + RGB 384x384) against the ffmpeg CLI
 # in the same run, on the 55 s trailer and (when present or fetchable) the 10-minute film.
 #
-#   bash benches/decode.sh [--reps N] [--only fps:1,frames:64,keyframes,all] [FILE...]
+#   bash benches/decode.sh [--reps N] [--mode auto|sequential|seek] [--only fps:1,frames:64,keyframes,all] [FILE...]
 #
 # Default files: samples/bbb-trailer-720p-55s.mp4, /tmp/bbb-720p-596s.mp4 (fetched with
 # ../shared/media/fetch-long.sh when missing; skipped with a note when that fails) and its
@@ -13,10 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=(--reps 3)
 only=()
+mode=()
 files=()
 while [ $# -gt 0 ]; do
   case $1 in
     --reps) reps=(--reps "$2"); shift 2 ;;
+    --mode) mode=(--mode "$2"); shift 2 ;;
     --only) only=(--only "$2"); shift 2 ;;
     *) files+=("$1"); shift ;;
   esac
@@ -37,4 +39,4 @@ fi
 if pgrep -x rustc >/dev/null; then echo "warning: rustc is running; timings will be noisy"; fi
 cargo build --release -q -p vidlm-media --example decode_bench
 echo "machine: $(nproc) cores, $(ffmpeg -version | head -1)"
-target/release/examples/decode_bench "${reps[@]}" "${only[@]}" "${files[@]}"
+target/release/examples/decode_bench "${reps[@]}" "${mode[@]}" "${only[@]}" "${files[@]}"

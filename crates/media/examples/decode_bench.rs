@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use vidlm_media::{Input, SampleOptions, Sampler};
+use vidlm_media::{DecodeMode, Input, SampleOptions, Sampler};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -51,7 +51,12 @@ fn time_ffmpeg(file: &str, vf: &str, reps: usize) -> f64 {
 /// Frames' (timestamp, index) of one run, to compare two files' results.
 type FrameList = Vec<(f64, Option<u64>)>;
 
-fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64, FrameList) {
+fn time_ours(
+    file: &str,
+    strategy: &str,
+    mode: DecodeMode,
+    reps: usize,
+) -> (f64, usize, u64, u64, FrameList) {
     let mut last = (0, 0, 0);
     let mut list = Vec::new();
     let runs = (0..reps)
@@ -59,6 +64,7 @@ fn time_ours(file: &str, strategy: &str, reps: usize) -> (f64, usize, u64, u64, 
             let t = Instant::now();
             let opts = SampleOptions {
                 size: Some((384, 384)),
+                mode,
                 ..SampleOptions::new(strategy.parse().expect("strategy"))
             };
             let mut s = Sampler::open(&Input::parse(file), opts).expect("open");
@@ -85,6 +91,12 @@ fn main() {
         reps = args[i + 1].parse().expect("--reps N");
         args.drain(i..i + 2);
     }
+    // `--mode sequential|seek|auto`: the sampler's seek-or-decode choice (auto by default).
+    let mut mode = DecodeMode::Auto;
+    if let Some(i) = args.iter().position(|a| a == "--mode") {
+        mode = args[i + 1].parse().expect("--mode auto|sequential|seek");
+        args.drain(i..i + 2);
+    }
     // `--only fps:1,keyframes`: a subset of the strategies (and only their baselines).
     let mut only: Option<Vec<String>> = None;
     if let Some(i) = args.iter().position(|a| a == "--only") {
@@ -92,7 +104,7 @@ fn main() {
         args.drain(i..i + 2);
     }
     let wanted = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
-    let mut results: Vec<(String, Vec<(&str, FrameList)>)> = Vec::new();
+    let mut results: Vec<(String, Vec<(String, FrameList)>)> = Vec::new();
     for file in &args {
         let info = vidlm_media::probe(&Input::parse(file)).expect("probe");
         let v = &info.streams[info.video_stream.expect("video")];
@@ -104,10 +116,7 @@ fn main() {
             v.fps.unwrap_or(0.0),
             v.keyframe_interval.unwrap_or(f64::NAN)
         );
-        let ff_fps = if ["fps:1", "frames:64", "keyframes"]
-            .iter()
-            .any(|s| wanted(s))
-        {
+        let ff_fps = if only.as_ref().is_none_or(|o| o.iter().any(|s| s != "all")) {
             time_ffmpeg(file, "fps=1,scale=384:384", reps)
         } else {
             f64::NAN
@@ -119,19 +128,27 @@ fn main() {
         };
         println!("  ffmpeg CLI -vf fps=1,scale=384:384   {ff_fps:8.3} s");
         println!("  ffmpeg CLI -vf scale=384:384         {ff_all:8.3} s");
-        for (strategy, baseline, bname) in [
-            ("fps:1", ff_fps, "fps=1"),
-            ("frames:64", ff_fps, "fps=1"),
-            ("keyframes", ff_fps, "fps=1"),
-            ("all", ff_all, "all"),
-        ] {
+        // Extra strategies (`--only fps:0.25,frames:16`) are timed against `fps=1` as well.
+        let mut plan: Vec<(String, f64, &str)> = vec![
+            ("fps:1".into(), ff_fps, "fps=1"),
+            ("frames:64".into(), ff_fps, "fps=1"),
+            ("keyframes".into(), ff_fps, "fps=1"),
+            ("all".into(), ff_all, "all"),
+        ];
+        for s in only.iter().flatten() {
+            if !plan.iter().any(|(p, _, _)| p == s) {
+                plan.push((s.clone(), ff_fps, "fps=1"));
+            }
+        }
+        for (strategy, baseline, bname) in &plan {
+            let (strategy, baseline, bname) = (strategy.as_str(), *baseline, *bname);
             if !wanted(strategy) {
                 continue;
             }
-            let (t, n, decoded, seeks, list) = time_ours(file, strategy, reps);
+            let (t, n, decoded, seeks, list) = time_ours(file, strategy, mode, reps);
             match results.last_mut() {
-                Some((f, v)) if f == file => v.push((strategy, list)),
-                _ => results.push((file.clone(), vec![(strategy, list)])),
+                Some((f, v)) if f == file => v.push((strategy.to_string(), list)),
+                _ => results.push((file.clone(), vec![(strategy.to_string(), list)])),
             }
             println!(
                 "  vidlm {strategy:<10} {t:8.3} s  {n:5} frames ({decoded} decoded, {seeks} seeks)  ratio vs ffmpeg {bname}: {:.3} ({:.1}x {})",
