@@ -193,9 +193,25 @@ pub enum Lin {
     Quant(QMatMul),
 }
 
+impl Lin {
+    /// Bytes of weight (and bias) one forward pass reads.
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        match self {
+            Lin::Dense(l) => t(l.weight()) + l.bias().map_or(0, t),
+            Lin::Quant(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Lin::Quant(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => t(w),
+        }
+    }
+}
+
 impl Module for Lin {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            // One row (a decode step) on the CPU: a matrix-vector product, see cpu_ops::linear.
+            Lin::Dense(l) if l.bias().is_none() && xs.elem_count() == l.weight().dim(1)? => {
+                crate::cpu_ops::linear(xs, l.weight())
+            }
             Lin::Dense(l) => l.forward(xs),
             Lin::Quant(q) => q.forward(xs),
         }
@@ -211,7 +227,69 @@ struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    cache: Option<(Tensor, Tensor)>,
+    cache: KvCache,
+}
+
+/// Keys and values of past positions, `[b, kv_heads, capacity, head_dim]` buffers written in place.
+/// Appending one token copies only that token (a `Tensor::cat` per step would copy the whole cache,
+/// O(n) per token); the buffers grow by doubling when full.
+#[derive(Debug, Default)]
+struct KvCache {
+    kv: Option<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl Clone for KvCache {
+    // The buffers are written in place, so a clone must own its storage.
+    fn clone(&self) -> Self {
+        let kv = self.kv.as_ref().map(|(k, v)| {
+            (
+                k.copy().expect("copying a CPU tensor"),
+                v.copy().expect("copying a CPU tensor"),
+            )
+        });
+        Self { kv, len: self.len }
+    }
+}
+
+impl KvCache {
+    /// Smallest buffer, in positions, so short chats never regrow.
+    const MIN_CAPACITY: usize = 256;
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends contiguous `k`, `v` (`[b, kv_heads, s, head_dim]`) and returns views of every
+    /// position so far.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, h, s, d) = k.dims4()?;
+        let need = self.len + s;
+        let cap = self.kv.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
+        let fits = self.kv.as_ref().is_some_and(|(bk, _)| {
+            bk.dims4().ok() == Some((b, h, cap, d)) && bk.dtype() == k.dtype()
+        });
+        if !fits || need > cap {
+            let new_cap = need.max(2 * cap).max(Self::MIN_CAPACITY);
+            let nk = Tensor::zeros((b, h, new_cap, d), k.dtype(), k.device())?;
+            let nv = Tensor::zeros((b, h, new_cap, d), v.dtype(), v.device())?;
+            if let (true, Some((ok, ov))) = (fits, &self.kv) {
+                if self.len > 0 {
+                    nk.slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    nv.slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                }
+            } else {
+                self.len = 0;
+            }
+            self.kv = Some((nk, nv));
+        }
+        let need = self.len + s;
+        let (bk, bv) = self.kv.as_ref().expect("allocated above");
+        bk.slice_set(k, 2, self.len)?;
+        bv.slice_set(v, 2, self.len)?;
+        self.len = need;
+        Ok((bk.narrow(2, 0, need)?, bv.narrow(2, 0, need)?))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -292,16 +370,6 @@ fn rope_tables(
     Ok((t.cos()?, t.sin()?))
 }
 
-fn repeat_kv(x: Tensor, n: usize) -> candle_core::Result<Tensor> {
-    if n == 1 {
-        return Ok(x);
-    }
-    let (b, kvh, s, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, kvh, n, s, d))?
-        .reshape((b, kvh * n, s, d))
-}
-
 impl Attention {
     fn forward(
         &mut self,
@@ -340,22 +408,25 @@ impl Attention {
                 candle_nn::rotary_emb::rope(&k, cos, sin)?,
             )
         };
-        let (k, v) = match &self.cache {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-            None => (k, v.contiguous()?),
-        };
-        self.cache = Some((k.clone(), v.clone()));
+        let (k, v) = self.cache.append(&k, &v.contiguous()?)?;
+        // Grouped-query attention without repeating K/V: query head h uses kv head h / rep, so the
+        // `rep` query heads of one kv head (times `s` positions) form one matrix multiplied against
+        // that kv head's keys. The cache views are strided (capacity > length); matmul reads them
+        // in place.
         let rep = self.heads / self.kv_heads;
-        let k = repeat_kv(k, rep)?.contiguous()?;
-        let v = repeat_kv(v, rep)?.contiguous()?;
+        let total = k.dim(2)?;
+        let q = q.reshape((b, self.kv_heads, rep * s, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let in_dtype = q.dtype();
         let mut att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
         if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
+            att = att
+                .reshape((b, self.kv_heads, rep, s, total))?
+                .broadcast_add(m)?
+                .reshape((b, self.kv_heads, rep * s, total))?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(in_dtype)?;
-        let y = att.matmul(&v)?;
+        let y = att.matmul(&v)?.reshape((b, self.heads, s, self.head_dim))?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, s, self.heads * self.head_dim))?;
@@ -435,7 +506,7 @@ impl TextModel {
                     heads: nh,
                     kv_heads: nkv,
                     head_dim: hd,
-                    cache: None,
+                    cache: KvCache::default(),
                 },
                 mlp: Mlp {
                     gate: lin(h, cfg.intermediate_size, mb, m.pp("gate_proj"))?,
@@ -551,7 +622,7 @@ impl TextModel {
                     heads,
                     kv_heads,
                     head_dim: hd,
-                    cache: None,
+                    cache: KvCache::default(),
                 },
                 mlp: Mlp {
                     gate: qlin(reader, &format!("{p}.ffn_gate.weight"))?,
@@ -647,11 +718,36 @@ impl TextModel {
         self.cos.dim(0).unwrap_or(0)
     }
 
+    /// Bytes of weights one single-token decode step reads: every projection, norm and the LM
+    /// head (the embedding lookup reads one row, left out). Divided by the memory bandwidth this
+    /// is the step's lower bound on a machine where the weights do not fit in cache.
+    pub fn decode_weight_bytes(&self) -> usize {
+        let norm = |n: &candle_nn::RmsNorm| {
+            let w = n.clone().into_inner();
+            w.weight().elem_count() * w.weight().dtype().size_in_bytes()
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let a = &l.attn;
+                let m = &l.mlp;
+                [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+                    .iter()
+                    .map(|x| x.weight_bytes())
+                    .sum::<usize>()
+                    + norm(&l.input_norm)
+                    + norm(&l.post_norm)
+            })
+            .sum();
+        layers + norm(&self.norm) + self.lm_head.weight_bytes()
+    }
+
     /// Empties the KV cache.
     pub fn clear_cache(&mut self) {
         self.pos = 0;
         for l in &mut self.layers {
-            l.attn.cache = None;
+            l.attn.cache.clear();
         }
     }
 

@@ -1,0 +1,186 @@
+//! Text-decoder speed on CPU, llama-bench style: prefill of a 512-token prompt (pp512) and
+//! generation of 128 tokens from an empty cache (tg128), in tokens/s, with 1 and 2 threads, for
+//! the real SmolLM2-135M-Instruct Q4_1 GGUF (dequantized to f32, and on candle's quantized
+//! matmuls) and the full-size random SmolVLM2-256M text model (safetensors, f32). It also measures
+//! the machine's copy bandwidth (a 256 MiB memcpy) and prints each line's memory-bandwidth bound:
+//! the bytes of weights one token reads divided by that bandwidth, and our per-token time over it.
+//!
+//! Files: $VIDLM_BENCH_SMOLLM2 (default target/bench-models/SmolLM2-135M-Instruct.Q4_1.gguf, from
+//! /work/shared/models/fetch-smollm2.sh) and $VIDLM_BENCH_MODEL (default
+//! target/bench-models/smolvlm2-256m-random, from tools/make_smolvlm_bench_checkpoint.py); a missing
+//! one is skipped. Threads: $VIDLM_BENCH_THREADS (default "1,2"); each count runs in a child
+//! process because candle and rayon size their pools once per process. Repeats:
+//! $VIDLM_BENCH_REPEATS (3).
+//!
+//! ```text
+//! cargo bench --profile dev --config profile.dev.package.vidlm-models.opt-level=3 --bench text_gen
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use vidlm_models::generation::argmax;
+use vidlm_models::llama_text::TextModel;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Memory bandwidth in bytes/s as STREAM's Copy counts it (bytes read + bytes written), from the
+/// best of five 256 MiB copies: a decode step that streams its weights from RAM runs at about this.
+fn copy_bandwidth() -> f64 {
+    let n = 256 << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * n as f64 / best
+}
+
+struct Line {
+    pp: f64,
+    tg: f64,
+}
+
+fn measure(m: &mut TextModel, repeats: usize) -> Line {
+    let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 7919) % 40000).collect();
+    let mut pp = Vec::new();
+    for _ in 0..=repeats {
+        m.clear_cache();
+        let t = Instant::now();
+        std::hint::black_box(m.forward_ids(&prompt, false).unwrap());
+        pp.push(t.elapsed().as_secs_f64());
+    }
+    pp.remove(0);
+    let steps = 128;
+    let mut tg = Vec::new();
+    for _ in 0..=repeats {
+        m.clear_cache();
+        let t = Instant::now();
+        let mut tok = 1u32;
+        for _ in 0..steps {
+            let l: Vec<f32> = m
+                .forward_ids(&[tok], false)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            tok = argmax(&l).unwrap();
+        }
+        tg.push(t.elapsed().as_secs_f64());
+    }
+    tg.remove(0);
+    Line {
+        pp: 512.0 / median(pp),
+        tg: steps as f64 / median(tg),
+    }
+}
+
+fn child(threads: usize) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models");
+    let path = |k: &str, d: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(d))
+    };
+    let repeats: usize = std::env::var("VIDLM_BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    vidlm_models::memory::keep_freed_memory_for_reuse();
+    let bw = copy_bandwidth();
+    let dev = Device::Cpu;
+    let gguf = path("VIDLM_BENCH_SMOLLM2", "SmolLM2-135M-Instruct.Q4_1.gguf");
+    let st = path("VIDLM_BENCH_MODEL", "smolvlm2-256m-random");
+    // (name, model, bytes of weights one decode step reads)
+    let mut runs: Vec<(&str, Box<dyn Fn() -> (TextModel, f64)>)> = Vec::new();
+    if gguf.is_file() {
+        let g = gguf.clone();
+        runs.push((
+            "smollm2-135m q4_1 -> f32",
+            Box::new(move || {
+                let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, true).unwrap();
+                let b = m.model.decode_weight_bytes() as f64;
+                (m.model, b)
+            }),
+        ));
+        let g = gguf.clone();
+        runs.push((
+            "smollm2-135m q4_1 qmatmul",
+            Box::new(move || {
+                let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
+                let b = m.model.decode_weight_bytes() as f64;
+                (m.model, b)
+            }),
+        ));
+    } else {
+        println!("SKIPPED smollm2: no {}", gguf.display());
+    }
+    if st.join("config.json").is_file() {
+        let s = st.clone();
+        runs.push((
+            "smolvlm2-256m text f32",
+            Box::new(move || {
+                let m = vidlm_models::smolvlm::SmolVlm::load(&s, DType::F32, &Device::Cpu).unwrap();
+                let b = m.text.decode_weight_bytes() as f64;
+                (m.text, b)
+            }),
+        ));
+    } else {
+        println!("SKIPPED smolvlm2-256m: no {}", st.display());
+    }
+    let _ = dev;
+    for (name, load) in runs {
+        let (mut m, bytes) = load();
+        let l = measure(&mut m, repeats);
+        let bound_ms = bytes / bw * 1e3;
+        let ms = 1e3 / l.tg;
+        println!(
+            "{name:26} {threads:>3} {:9.1} {:9.1} {:9.2} {:10.1} {:9.2} {:7.2}",
+            l.pp,
+            l.tg,
+            ms,
+            bytes / 1e6,
+            bound_ms,
+            ms / bound_ms
+        );
+    }
+    println!(
+        "  (threads {threads}: copy bandwidth {:.2} GB/s (read + write))",
+        bw / 1e9
+    );
+}
+
+fn main() {
+    if let Some(t) = std::env::var("VIDLM_BENCH_CHILD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return child(t);
+    }
+    let threads = std::env::var("VIDLM_BENCH_THREADS").unwrap_or_else(|_| "1,2".into());
+    println!(
+        "{:26} {:>3} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}",
+        "line", "thr", "pp512 t/s", "tg128 t/s", "ms/token", "weights MB", "bound ms", "x bound"
+    );
+    let exe = std::env::current_exe().unwrap();
+    for t in threads
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        let st = std::process::Command::new(&exe)
+            .env("VIDLM_BENCH_CHILD", t.to_string())
+            .env("RAYON_NUM_THREADS", t.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "bench child with {t} threads failed");
+    }
+}
