@@ -101,7 +101,7 @@ fn child(threads: usize) {
     let gguf = path("VIDLM_BENCH_SMOLLM2", "SmolLM2-135M-Instruct.Q4_1.gguf");
     let st = path("VIDLM_BENCH_MODEL", "smolvlm2-256m-random");
     // (name, model, bytes of weights one decode step reads)
-    let mut runs: Vec<(&str, Box<dyn Fn() -> (TextModel, f64)>)> = Vec::new();
+    let mut runs: Vec<(&str, Loader)> = Vec::new();
     if gguf.is_file() {
         let g = gguf.clone();
         runs.push((
@@ -158,6 +158,9 @@ fn child(threads: usize) {
         bw / 1e9
     );
 }
+
+/// Builds one benchmarked model: the model and the bytes of weights one decode step reads.
+type Loader = Box<dyn Fn() -> (TextModel, f64)>;
 
 fn main() {
     if let Some(t) = std::env::var("VIDLM_BENCH_CHILD")

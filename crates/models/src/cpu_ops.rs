@@ -409,6 +409,103 @@ fn reference_attention(
     y.transpose(1, 2)?.contiguous()
 }
 
+/// Output rows per task of [`linear_one_row`]: 64 rows of a 576-wide f32 weight are 147 KB, enough
+/// work to hide rayon's scheduling and few enough tasks to balance two to sixteen threads.
+const GEMV_ROWS: usize = 64;
+
+/// `dot(a, b)` with `LANES` partial sums, so the loop vectorizes.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+struct LinearOneRow;
+
+impl candle_core::CustomOp2 for LinearOneRow {
+    fn name(&self) -> &'static str {
+        "vidlm-linear-one-row"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w), Some((xa, xb)), Some((wa, wb))) =
+            (xs, ws, xl.contiguous_offsets(), wl.contiguous_offsets())
+        else {
+            candle_core::bail!("vidlm-linear-one-row: needs contiguous f32 tensors");
+        };
+        let (out, inp) = wl.shape().dims2()?;
+        let (x, w) = (&x[xa..xb], &w[wa..wb]);
+        if x.len() != inp {
+            candle_core::bail!("vidlm-linear-one-row: input of {} for width {inp}", x.len());
+        }
+        let mut dst = vec![0f32; out];
+        dst.par_chunks_mut(GEMV_ROWS)
+            .zip(w.par_chunks(GEMV_ROWS * inp))
+            .for_each(|(d, rows)| {
+                for (o, row) in d.iter_mut().zip(rows.chunks_exact(inp)) {
+                    *o = dot(row, x);
+                }
+            });
+        let mut shape = xl.dims().to_vec();
+        *shape.last_mut().expect("rank >= 1 checked by the caller") = out;
+        Ok((CpuStorage::F32(dst), Shape::from(shape)))
+    }
+}
+
+/// `x @ w.t()` for a single input row (`x` of any shape `[.., in]` with one row, `w` `[out, in]`),
+/// as a matrix-vector product that streams each weight row once, split over rayon's threads.
+/// candle's gemm packs the transposed weight for every call, which for one row (a decode step)
+/// reads and writes the whole matrix a second time. Other shapes, dtypes and devices take candle's
+/// `broadcast_matmul`. Sums run in a different order than gemm's, so results differ by f32
+/// rounding.
+///
+/// # Errors
+/// Candle's errors for mismatched shapes.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let w = Tensor::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, 6.0]], &Device::Cpu)?;
+/// let x = Tensor::new(&[[[1f32, 1.0]]], &Device::Cpu)?;
+/// let y = vidlm_models::cpu_ops::linear(&x, &w)?;
+/// assert_eq!(y.dims(), &[1, 1, 3]);
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![3.0, 7.0, 11.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let one_row = x.rank() >= 1
+        && w.rank() == 2
+        && x.dims().last() == w.dims().get(1)
+        && x.elem_count() == w.dim(1)?;
+    if one_row
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && w.is_contiguous()
+    {
+        return x.contiguous()?.apply_op2_no_bwd(w, &LinearOneRow);
+    }
+    x.broadcast_matmul(&w.t()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,101 +622,4 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (1, 1, 9, 4), &Device::Cpu).unwrap();
         assert!(attention(&q, &k, &k, 1.0, &[]).is_err());
     }
-}
-
-/// Output rows per task of [`linear_one_row`]: 64 rows of a 576-wide f32 weight are 147 KB, enough
-/// work to hide rayon's scheduling and few enough tasks to balance two to sixteen threads.
-const GEMV_ROWS: usize = 64;
-
-/// `dot(a, b)` with `LANES` partial sums, so the loop vectorizes.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-struct LinearOneRow;
-
-impl candle_core::CustomOp2 for LinearOneRow {
-    fn name(&self) -> &'static str {
-        "vidlm-linear-one-row"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w), Some((xa, xb)), Some((wa, wb))) =
-            (xs, ws, xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            candle_core::bail!("vidlm-linear-one-row: needs contiguous f32 tensors");
-        };
-        let (out, inp) = wl.shape().dims2()?;
-        let (x, w) = (&x[xa..xb], &w[wa..wb]);
-        if x.len() != inp {
-            candle_core::bail!("vidlm-linear-one-row: input of {} for width {inp}", x.len());
-        }
-        let mut dst = vec![0f32; out];
-        dst.par_chunks_mut(GEMV_ROWS)
-            .zip(w.par_chunks(GEMV_ROWS * inp))
-            .for_each(|(d, rows)| {
-                for (o, row) in d.iter_mut().zip(rows.chunks_exact(inp)) {
-                    *o = dot(row, x);
-                }
-            });
-        let mut shape = xl.dims().to_vec();
-        *shape.last_mut().expect("rank >= 1 checked by the caller") = out;
-        Ok((CpuStorage::F32(dst), Shape::from(shape)))
-    }
-}
-
-/// `x @ w.t()` for a single input row (`x` of any shape `[.., in]` with one row, `w` `[out, in]`),
-/// as a matrix-vector product that streams each weight row once, split over rayon's threads.
-/// candle's gemm packs the transposed weight for every call, which for one row (a decode step)
-/// reads and writes the whole matrix a second time. Other shapes, dtypes and devices take candle's
-/// `broadcast_matmul`. Sums run in a different order than gemm's, so results differ by f32
-/// rounding.
-///
-/// # Errors
-/// Candle's errors for mismatched shapes.
-///
-/// # Example
-/// ```
-/// use candle_core::{Device, Tensor};
-/// let w = Tensor::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, 6.0]], &Device::Cpu)?;
-/// let x = Tensor::new(&[[[1f32, 1.0]]], &Device::Cpu)?;
-/// let y = vidlm_models::cpu_ops::linear(&x, &w)?;
-/// assert_eq!(y.dims(), &[1, 1, 3]);
-/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![3.0, 7.0, 11.0]);
-/// # Ok::<(), candle_core::Error>(())
-/// ```
-pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let one_row = x.rank() >= 1
-        && w.rank() == 2
-        && x.dims().last() == w.dims().get(1)
-        && x.elem_count() == w.dim(1)?;
-    if one_row
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && w.is_contiguous()
-    {
-        return x.contiguous()?.apply_op2_no_bwd(w, &LinearOneRow);
-    }
-    x.broadcast_matmul(&w.t()?)
 }
