@@ -39,17 +39,17 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
+        .max_all()
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
 }
 
 /// Greedy tokens equal the reference's (its stop token dropped), or differ first where
@@ -157,16 +157,7 @@ fn idefics3_matches_transformers_through_the_registry() {
                 let pl = model.prompt_logits(&clip, question).unwrap();
                 assert_eq!(pl.ids, want_ids, "{name}: prompt ids");
                 let want = &refs[&format!("{name}.logits")];
-                let scale = want
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .max(1.0);
+                let scale = max_abs(want).max(1.0);
                 let d = max_abs_diff(&pl.logits.to_dtype(DType::F32).unwrap(), want);
                 println!("{name}: max logit diff {d:.3e} (scale {scale:.2})");
                 assert!(d <= 1e-4 * scale, "{name}: logits differ by {d}");
