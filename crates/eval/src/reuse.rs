@@ -82,15 +82,18 @@ impl ReuseEncodings {
         let fpg = self.inner.frames_per_group().max(1);
         let groups: Vec<&[VideoFrame]> = frames.chunks(fpg).collect();
         let keys: Vec<Key> = groups.iter().map(|g| Self::key(g, clip_frames)).collect();
-        // Only whole groups go to the encoder, in order (a short last group stays last).
-        let missing: Vec<usize> = (0..groups.len())
-            .filter(|&i| !self.cache.contains_key(&keys[i]))
-            .collect();
-        let miss_frames: Vec<VideoFrame> = missing
-            .iter()
-            .flat_map(|&i| groups[i].iter().cloned())
-            .collect();
-        let mut fresh = if miss_frames.is_empty() {
+        // Only whole groups go to the encoder, in order (a short last group stays last), and
+        // each distinct one once: a call may hold the same pixels twice (a still scene, or two
+        // videos of one batch that open on the same frame).
+        let mut missing: Vec<Key> = Vec::new();
+        let mut miss_frames: Vec<VideoFrame> = Vec::new();
+        for (g, &k) in groups.iter().zip(&keys) {
+            if !self.cache.contains_key(&k) && !missing.contains(&k) {
+                missing.push(k);
+                miss_frames.extend(g.iter().cloned());
+            }
+        }
+        let fresh = if miss_frames.is_empty() {
             Vec::new()
         } else {
             match clip_frames {
@@ -105,33 +108,36 @@ impl ReuseEncodings {
                 missing.len()
             )));
         }
+        let fresh: HashMap<Key, VisualTokens> = missing.iter().copied().zip(fresh).collect();
+        let reused = groups.len() - missing.len();
         self.counts
             .encoded
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
         self.counts
             .reused
-            .fetch_add((groups.len() - missing.len()) as u64, Ordering::Relaxed);
-        let mut fresh_iter = fresh.drain(..);
+            .fetch_add(reused as u64, Ordering::Relaxed);
+        // Read every group before caching the new ones, so eviction cannot drop a hit.
         let mut out = Vec::with_capacity(groups.len());
-        for (i, g) in groups.iter().enumerate() {
-            let mut t = match self.cache.get(&keys[i]) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = fresh_iter.next().expect("one per missing group");
-                    self.cache.insert(keys[i], t.clone());
-                    self.order.push_back(keys[i]);
-                    if self.order.len() > KEEP_GROUPS {
-                        if let Some(old) = self.order.pop_front() {
-                            self.cache.remove(&old);
-                        }
-                    }
-                    t
-                }
-            };
+        for (g, k) in groups.iter().zip(&keys) {
+            let mut t = fresh
+                .get(k)
+                .or_else(|| self.cache.get(k))
+                .expect("every key is cached or fresh")
+                .clone();
             // The times are this call's frames', whatever group the tokens came from.
             t.start = g[0].pts;
             t.end = g[g.len() - 1].pts;
             out.push(t);
+        }
+        for k in missing {
+            let t = fresh.get(&k).expect("one per missing group").clone();
+            self.cache.insert(k, t);
+            self.order.push_back(k);
+            if self.order.len() > KEEP_GROUPS {
+                if let Some(old) = self.order.pop_front() {
+                    self.cache.remove(&old);
+                }
+            }
         }
         Ok(out)
     }
@@ -325,5 +331,35 @@ mod tests {
         assert_eq!((b[1].start, b[1].end), (1.0, 1.5));
         assert_eq!((counts.encoded(), counts.reused()), (4, 2));
         assert_eq!(seen.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn the_same_pixels_twice_in_one_call_keep_the_others_aligned() {
+        // Two videos batched together that open on the same frame: before, the second copy took
+        // the cached tokens and every later group in the call got its neighbour's.
+        let (mut m, counts, seen) = wrapped(1);
+        let batch = vec![
+            frame(1, 0.0),
+            frame(2, 1.0),
+            frame(1, 0.0),
+            frame(3, 1.0),
+            frame(4, 2.0),
+        ];
+        let a = m.encode_clip_frames(&batch, 5).unwrap();
+        assert_eq!(values(&a), [[1.0], [2.0], [1.0], [3.0], [4.0]]);
+        assert_eq!(seen.load(Ordering::Relaxed), 4);
+        assert_eq!((counts.encoded(), counts.reused()), (4, 1));
+        // Groups of two, one pair repeated inside the call.
+        let (mut m, _, seen) = wrapped(2);
+        let v: Vec<VideoFrame> = [5u8, 6, 5, 6, 7, 8, 9]
+            .iter()
+            .map(|&i| frame(i, 0.0))
+            .collect();
+        let b = m.encode_clip_frames(&v, 7).unwrap();
+        assert_eq!(
+            values(&b),
+            [vec![5.0, 6.0], vec![5.0, 6.0], vec![7.0, 8.0], vec![9.0]]
+        );
+        assert_eq!(seen.load(Ordering::Relaxed), 5);
     }
 }
