@@ -265,9 +265,8 @@ fn failures_are_recorded_and_resume_after_a_kill() {
         "{\"id\":\"missing\",\"video\":\"nope.mp4\",\"question\":\"How many?\",\"answer\":\"1\",\"task\":\"counting\"}\n",
     );
     std::fs::write(&suite, text).unwrap();
-    // One frame per encoder call: a resumed run starts at another item, and frames of other
-    // videos sharing an encoder batch shift the floats enough to flip the untrained model's
-    // near-tied greedy tokens.
+    // One frame per encoder call, so a resumed run (which starts at another item) makes the
+    // same encoder calls as the full run and the comparison below is of resuming alone.
     let total = 25 * 2;
     let full = dir.path().join("full");
     let o = eval_run(
