@@ -337,7 +337,9 @@ fn with_tensor_type(tensor: &str, id: u32) -> tempfile::NamedTempFile {
 fn an_unsupported_tensor_type_is_a_typed_error_naming_it() {
     // IQ4_NL (20) is what llama-quantize's IQ mixes fall back to; candle has no decoder for it.
     let f = with_tensor_type("blk.1.attn_k.weight", 20);
-    let e = vidlm_models::gguf::open(f.path()).err().expect("fails");
+    let Err(e) = vidlm_models::gguf::open(f.path()) else {
+        panic!("the file opened");
+    };
     match &e {
         ModelError::UnsupportedGgmlType {
             tensor, ggml_type, ..
