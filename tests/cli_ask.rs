@@ -676,3 +676,70 @@ fn hub_gguf_id_with_quant_tag_runs_from_the_cache() {
     assert!(untagged.status.success());
     assert_eq!(ids(&untagged), ids(&by_path));
 }
+
+/// A llama.cpp Q4_K_M text GGUF (llama-quantize's mix of Q4_K, Q6_K and the Q5_0/Q8_0
+/// fallbacks, tools/make_gguf_k_fixtures.py) with its mmproj given by `--mmproj`, as llama.cpp
+/// users run SmolVLM2: `vidlm ask` answers as the library does on the same frames; a tensor type
+/// vidlm cannot decode is a one-line error naming the tensor and the type.
+#[test]
+fn q4_k_m_gguf_with_mmproj_matches_the_library() {
+    let dir = root().join("crates/models/tests/fixtures/smolvlm2-256m-tiny-k-gguf");
+    let text = dir.join("smolvlm2-256m-tiny-k-Q4_K_M.gguf");
+    let mmproj = dir.join("mmproj-smolvlm2-256m-tiny-k-F16.gguf");
+    let (t, m) = (text.to_str().unwrap(), mmproj.to_str().unwrap());
+    let args = |model: &str| {
+        vec![
+            "--model".to_string(),
+            model.to_string(),
+            "--mmproj".into(),
+            m.into(),
+            "samples/bbb-720p-5s.mp4".into(),
+            QUESTION.into(),
+            "--sample".into(),
+            "frames:3".into(),
+            "--max-new-tokens".into(),
+            "6".into(),
+        ]
+    };
+    let a = args(t);
+    let v = ask_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let ids = token_ids(&v);
+    assert!(!ids.is_empty());
+
+    let (frames, duration) = frames_of(&root().join("samples/bbb-720p-5s.mp4"), 3);
+    let files = vidlm_models::gguf::GgufFiles::find(&text, Some(&mmproj))
+        .unwrap()
+        .unwrap();
+    let mut engine = SmolVlmEngine::from_gguf(t, &files, &LoadOptions::default()).unwrap();
+    let params = GenerationParams {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let lib = engine
+        .ask_video(&frames, duration, QUESTION, &params, &mut |_| {})
+        .unwrap();
+    assert_eq!(lib.generation.token_ids, ids);
+    assert_eq!(lib.generation.text, v["answer"].as_str().unwrap());
+
+    // The same file with one tensor's type id set to IQ4_NL (20), which candle cannot decode.
+    let mut bytes = std::fs::read(&text).unwrap();
+    let name = "blk.0.ffn_down.weight";
+    let mut key = (name.len() as u64).to_le_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .unwrap()
+        + key.len();
+    let dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let ty = at + 4 + 8 * dims;
+    bytes[ty..ty + 4].copy_from_slice(&20u32.to_le_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("model-IQ4_NL.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let a = args(bad.to_str().unwrap());
+    let mut all = vec!["ask"];
+    all.extend(a.iter().map(String::as_str));
+    let out = vidlm(&all);
+    assert_one_line_error(&out, &["model-IQ4_NL.gguf", name, "IQ4_NL (20)"]);
+}

@@ -6,11 +6,16 @@
 //! against transformers in `tests/smollm2_gguf.rs`): quantized weights through
 //! [`crate::llama_text::TextModel`] (the same decoder SmolVLM uses), the tokenizer and chat
 //! template from the GGUF metadata.
+//!
+//! Tensor types: every type in [`SUPPORTED_TYPES`] loads, including the mixes `llama-quantize`
+//! writes (Q4_K_M: Q4_K and Q6_K, and for rows whose length is not a multiple of 256, as
+//! SmolVLM2-256M's 576, its fallbacks Q5_0, Q5_1 and Q8_0); another type (`IQ*`, `TQ*`, `MXFP4`,
+//! ...) is a [`ModelError::UnsupportedGgmlType`] naming the tensor and the type.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::Device;
 
 use crate::generation::{decode_loop, Decoded};
@@ -21,7 +26,9 @@ use crate::{GenerationParams, ModelError};
 /// reading tensors.
 ///
 /// # Errors
-/// [`ModelError::File`] when the file is missing, unreadable, not GGUF or cut short.
+/// [`ModelError::File`] when the file is missing, unreadable, not GGUF or cut short;
+/// [`ModelError::UnsupportedGgmlType`] naming the first tensor stored in a type vidlm cannot
+/// decode (not in [`SUPPORTED_TYPES`]).
 ///
 /// ```no_run
 /// let (ct, _file) = vidlm_models::gguf::open("SmolVLM2-256M-Video-Instruct-Q8_0.gguf".as_ref())?;
@@ -34,8 +41,20 @@ pub fn open(path: &Path) -> Result<(gguf_file::Content, std::fs::File), ModelErr
         reason,
     };
     let mut f = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
-    let ct =
-        gguf_file::Content::read(&mut f).map_err(|e| file_err(format!("not a GGUF file: {e}")))?;
+    let ct = match gguf_file::Content::read(&mut f) {
+        Ok(ct) => ct,
+        Err(e) => {
+            // candle rejects a type it does not know without naming the tensor: find it.
+            if let Ok(Some((tensor, id))) = first_unsupported_tensor(&mut f) {
+                return Err(ModelError::UnsupportedGgmlType {
+                    path: path.to_path_buf(),
+                    tensor,
+                    ggml_type: format!("{} ({id})", ggml_type_name(id).unwrap_or("unknown")),
+                });
+            }
+            return Err(file_err(format!("not a GGUF file: {e}")));
+        }
+    };
     // A file cut short keeps its header; every tensor must lie inside it.
     let len = f.metadata().map_err(|e| file_err(e.to_string()))?.len();
     for (name, info) in &ct.tensor_infos {
@@ -49,6 +68,156 @@ pub fn open(path: &Path) -> Result<(gguf_file::Content, std::fs::File), ModelErr
         }
     }
     Ok((ct, f))
+}
+
+/// The GGML tensor types vidlm decodes (candle's block formats), by llama.cpp's names. Every one
+/// runs through candle's quantized matmul or is dequantized to f32 at load. Tested on fixtures
+/// (`tests/smolvlm_gguf.rs`, `tests/smolvlm_gguf_k.rs`): F32, F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_0,
+/// Q5_1, Q6_K; BF16, Q2_K, Q3_K and Q5_K go through the same candle code without a fixture.
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+    "Q6_K",
+];
+
+/// llama.cpp's name of a GGML tensor type id (`enum ggml_type` in ggml.h), `None` for an id it
+/// does not define.
+///
+/// ```
+/// assert_eq!(vidlm_models::gguf::ggml_type_name(12), Some("Q4_K"));
+/// assert_eq!(vidlm_models::gguf::ggml_type_name(4), None); // Q4_2, long removed
+/// ```
+pub fn ggml_type_name(id: u32) -> Option<&'static str> {
+    const NAMES: [&str; 43] = [
+        "F32", "F16", "Q4_0", "Q4_1", "", "", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
+        "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+        "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "", "", "", "TQ1_0",
+        "TQ2_0", "", "", "", "MXFP4", "NVFP4", "Q1_0", "Q2_0",
+    ];
+    NAMES
+        .get(id as usize)
+        .copied()
+        .filter(|name| !name.is_empty())
+}
+
+/// llama.cpp's name of a type candle reads (`Q4_K` where candle's `Debug` says `Q4K`).
+pub fn dtype_name(t: GgmlDType) -> &'static str {
+    match t {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
+
+/// The type ids candle reads (its `GgmlDType`): the supported types plus the two activation
+/// formats (Q8_1, Q8_K) no model file uses.
+fn candle_reads(id: u32) -> bool {
+    matches!(id, 0..=3 | 6..=15 | 30)
+}
+
+/// Walks a GGUF header (metadata skipped) to the first tensor whose type candle does not read:
+/// its name and type id. `Ok(None)` when there is none, an error when the header is malformed.
+fn first_unsupported_tensor<R: std::io::Read + std::io::Seek>(
+    r: &mut R,
+) -> std::io::Result<Option<(String, u32)>> {
+    use std::io::{Error, ErrorKind, Read, SeekFrom};
+    let len = r.seek(SeekFrom::End(0))?;
+    r.seek(SeekFrom::Start(0))?;
+    let mut r = std::io::BufReader::new(r);
+    let bad = |m: &str| Error::new(ErrorKind::InvalidData, m.to_string());
+    fn u32_of(r: &mut impl Read) -> std::io::Result<u32> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64_of(r: &mut impl Read) -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)?;
+    let version = u32_of(&mut r)?;
+    if &magic != b"GGUF" || !(1..=3).contains(&version) {
+        return Err(bad("not GGUF"));
+    }
+    // Version 1 counts and lengths are u32, later ones u64.
+    let count = |r: &mut std::io::BufReader<&mut R>| -> std::io::Result<u64> {
+        let n = if version == 1 {
+            u64::from(u32_of(r)?)
+        } else {
+            u64_of(r)?
+        };
+        if n > len {
+            return Err(bad("a count larger than the file"));
+        }
+        Ok(n)
+    };
+    let skip = |r: &mut std::io::BufReader<&mut R>, n: u64| -> std::io::Result<()> {
+        let n = i64::try_from(n).map_err(|_| bad("a length larger than the file"))?;
+        r.seek_relative(n)
+    };
+    let tensors = count(&mut r)?;
+    let kvs = count(&mut r)?;
+    for _ in 0..kvs {
+        let key = count(&mut r)?;
+        skip(&mut r, key)?;
+        let vtype = u32_of(&mut r)?;
+        // GGUF value types: 0 u8, 1 i8, 2 u16, 3 i16, 4 u32, 5 i32, 6 f32, 7 bool, 8 string,
+        // 9 array (element type, count, elements), 10 u64, 11 i64, 12 f64.
+        let size = |t: u32| match t {
+            0 | 1 | 7 => Some(1),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        match vtype {
+            8 => {
+                let n = count(&mut r)?;
+                skip(&mut r, n)?;
+            }
+            9 => {
+                let etype = u32_of(&mut r)?;
+                let n = count(&mut r)?;
+                match (etype, size(etype)) {
+                    (_, Some(s)) => skip(&mut r, n * s)?,
+                    (8, None) => {
+                        for _ in 0..n {
+                            let l = count(&mut r)?;
+                            skip(&mut r, l)?;
+                        }
+                    }
+                    _ => return Err(bad("an array of arrays")),
+                }
+            }
+            t => skip(&mut r, size(t).ok_or_else(|| bad("an unknown value type"))?)?,
+        }
+    }
+    for _ in 0..tensors {
+        let n = count(&mut r)?;
+        let mut name = vec![0u8; n as usize];
+        r.read_exact(&mut name)?;
+        let dims = u32_of(&mut r)?;
+        skip(&mut r, u64::from(dims) * if version == 1 { 4 } else { 8 })?;
+        let id = u32_of(&mut r)?;
+        let _offset = u64_of(&mut r)?;
+        if !candle_reads(id) {
+            return Ok(Some((String::from_utf8_lossy(&name).into_owned(), id)));
+        }
+    }
+    Ok(None)
 }
 
 /// A string metadata value, if present and a string.

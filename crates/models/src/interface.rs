@@ -25,6 +25,20 @@ pub enum ModelError {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A GGUF file holds a tensor in a GGML block type vidlm cannot decode (llama.cpp's `IQ*`,
+    /// `TQ*`, `MXFP4`, ...; [`crate::gguf::SUPPORTED_TYPES`] lists the ones it can).
+    #[error(
+        "{path}: tensor `{tensor}` is stored as GGML type {ggml_type}, which vidlm cannot decode (it reads {})",
+        crate::gguf::SUPPORTED_TYPES.join(", ")
+    )]
+    UnsupportedGgmlType {
+        /// The GGUF file.
+        path: std::path::PathBuf,
+        /// The first tensor of that type in the file's tensor index.
+        tensor: String,
+        /// llama.cpp's name of the type with its id, e.g. `IQ4_NL (20)`.
+        ggml_type: String,
+    },
 }
 
 // Not `#[from]`: that would make the candle error the source too, and error chains would print
