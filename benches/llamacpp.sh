@@ -4,7 +4,7 @@
 #   text    pp512 and tg128 (tokens/s, llama-bench's tests) on the real SmolLM2-135M-Instruct Q4_1
 #           and the full-size random SmolVLM2-256M text model in f16 and q8_0 (ours: benches/text_gen.rs)
 #   vision  one 512x512 image through the vision tower + connector (ms), f16 and q8_0 mmproj (ours:
-#           benches/smolvlm_gguf.rs; llama.cpp: llama-mtmd-cli's "image slice encoded in N ms" lines),
+#           benches/smolvlm_gguf.rs; llama.cpp: llama-mtmd-cli's encode-time log lines, -lv 4),
 #           with the tower's GFLOP/s against this machine's f32 matmul peak (candle's and torch's)
 #   video   16 frames through llama.cpp's video path (--video, ffmpeg) vs `vidlm ask` on the same clip:
 #           vision seconds, and end to end (load + decode + vision + prefill + 16 tokens, wall seconds)
@@ -147,7 +147,7 @@ done
 [ -f "$CLIP_SRC" ] || die "no clip (set VIDLM_BENCH_CLIP)"
 CLIP=$WORK/clip16-512.mp4
 IMG=$WORK/frame-512.png
-ffmpeg -loglevel error -y -i "$CLIP_SRC" -vf fps=4,scale=512:512 -frames:v 16 -c:v libx264 -crf 18 -pix_fmt yuv420p "$CLIP"
+ffmpeg -loglevel error -y -i "$CLIP_SRC" -vf fps=4,scale=512:512 -frames:v 16 -an -c:v libx264 -crf 18 -pix_fmt yuv420p "$CLIP"
 ffmpeg -loglevel error -y -i "$CLIP" -frames:v 1 "$IMG"
 PROMPT="What happens in this video?"
 MTMD_TILES=(--image-max-tokens 64 --image-min-tokens 64)
@@ -245,7 +245,9 @@ for name, mine in [("SmolLM2-135M-Instruct.Q4_1", ["smollm2-135m q4_1 -> f32", "
         o = ours_text.get(m)
         how = "candle QMatMul (8-bit activations)" if "qmatmul" in m else "dequantized to f32 at load (vidlm's default)"
         for i, key in enumerate(["pp512", "tg128"]):
-            row(f"text {name} {key}", o[i] if o else None, lb.get(key), "t/s", f"ours: {how}", rate=True)
+            tag = " (ours qmatmul)" if "qmatmul" in m else ""
+            row(f"text {name} {key}{tag}", o[i] if o else None, lb.get(key), "t/s",
+                f"ours: {how}; llama.cpp on the file's own type", rate=True)
 
 # vision
 ours_vis, flops, peak_candle = {}, None, None
@@ -257,14 +259,22 @@ for ln in read(f"{R}/smolvlm_gguf.txt").splitlines():
     if m:
         flops, peak_candle = float(m.group(1)), float(m.group(2))
 peak_torch = float(read(f"{R}/torch-peak.txt") or "nan")
+# llama.cpp's encode timings: "encoding mtmd batch, n_chunks = K" ... "mtmd batch encoding done in
+# N ms" (this commit: K tiles of 64 tokens per batch), or "image slice encoded in N ms" (older ones).
+BATCH = re.compile(r"encoding mtmd batch, n_chunks = (\d+).*?mtmd batch encoding done in (\d+) ms", re.S)
 SLICE = re.compile(r"image slice encoded in (\d+) ms")
 def slices(p):
-    return [int(x) for x in SLICE.findall(read(p))]
+    """Per-tile milliseconds, one entry per tile."""
+    t = read(p)
+    out = []
+    for k, ms in BATCH.findall(t):
+        out += [int(ms) / int(k)] * int(k)
+    return out or [int(x) for x in SLICE.findall(t)]
 mtmd_tile = {}
 for q, mine in [("F16", "gguf f16 dequantized"), ("Q8_0", "gguf q8_0 dequantized")]:
     runs = [slices(p) for p in sorted(glob.glob(f"{R}/mtmd-image-{q}-*.log"))]
     runs = [r for r in runs if r]
-    if not runs and q + mine not in ours_vis:
+    if not runs and mine not in ours_vis:
         continue
     o = ours_vis.get(mine)
     if not runs:
@@ -298,9 +308,8 @@ for i in range(1, int(e2e_reps) + 1):
     vid_theirs.append(sum(s) / 1e3)
     e2e_theirs.append(t1 - t0)
     pe, ev = mtmd_perf(lg)
-    frames = len(re.findall(r"<fake_token_around_image><global-img>", read(lg))) or None
     notes["theirs"] = (f"llama.cpp {len(s)} tiles ({len(s) / 16:g} per frame, 64 tokens each)"
-                       + (f", prompt {pe.group(2)} tokens, {ev.group(2)} generated" if pe and ev else ""))
+                       + (f", prompt {pe.group(2)} tokens, {ev.group(2)} eval runs" if pe and ev else ""))
     try:
         a = json.loads(read(f"{R}/ask-{i}.out").strip().splitlines()[-1])
         u = a["usage"]
@@ -321,7 +330,7 @@ if vid_theirs:
         "load + decode + vision + prefill + 16 tokens; llama.cpp encodes 2 tiles per frame")
 
 def fmt(x):
-    return "-" if x is None else f"{x:.1f}" if x >= 10 else f"{x:.3g}"
+    return "-" if x is None else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 print()
 print(f"threads {threads}, repeats {reps} (medians), video/end-to-end runs {e2e_reps}")
 print("time ratio = ours time / llama.cpp time (tokens/s inverted): < 1 is vidlm faster")
