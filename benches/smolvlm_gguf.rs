@@ -8,6 +8,13 @@
 //! tools/make_smolvlm_bench_checkpoint.py) and $VIDLM_BENCH_GGUF (default
 //! target/bench-models/smolvlm2-256m-random-gguf, from `tools/make_gguf_fixtures.py LLAMA_CPP
 //! --src <model> --out <that dir> --types f32,q8_0`). Repeats: $VIDLM_BENCH_REPEATS (3).
+//! $VIDLM_BENCH_GGUF_TAGS picks the GGUF files (default `F32,Q8_0`; `F16` is dequantized at load
+//! like the others; a `Q8_0` tag runs both Q8_0 lines, `Q8_0:deq` or `Q8_0:qmm` one of them).
+//! $VIDLM_BENCH_VISION_ONLY=1 measures the vision tower only (benches/llamacpp.sh sets it).
+//!
+//! It also prints the vision tower's arithmetic (GFLOP per 512x512 frame, counted from the config:
+//! every matmul as 2 flops per multiply-add) and each line's achieved GFLOP/s, against this
+//! machine's f32 matmul peak measured here with candle's matmul (the gemm crate the tower runs on).
 //!
 //! ```text
 //! cargo bench --profile dev --config profile.dev.package.vidlm-models.opt-level=3 --bench smolvlm_gguf
@@ -46,7 +53,40 @@ struct Line {
     gen_tok_s: f64,
 }
 
-fn measure(model: &mut SmolVlm, load_s: f64, repeats: usize) -> Line {
+/// Multiply-adds x 2 of one frame through the vision tower and the connector: patch embedding,
+/// per layer the q/k/v/o projections, the two attention products and the MLP, then the pixel
+/// shuffle's projection. Norms, GELU and softmax are left out (a few percent).
+fn vision_flops(c: &vidlm_models::smolvlm::Config) -> f64 {
+    let v = &c.vision_config;
+    let n = ((v.image_size / v.patch_size) * (v.image_size / v.patch_size)) as f64;
+    let d = v.hidden_size as f64;
+    let patch = 2.0 * n * d * (v.num_channels * v.patch_size * v.patch_size) as f64;
+    let layer = 2.0 * n * d * d * 4.0
+        + 2.0 * n * n * d * 2.0
+        + 2.0 * n * d * v.intermediate_size as f64 * 2.0;
+    let s = (c.scale_factor * c.scale_factor) as f64;
+    let connector = 2.0 * (n / s) * (d * s) * c.text_config.hidden_size as f64;
+    patch + layer * v.num_hidden_layers as f64 + connector
+}
+
+/// The best f32 matmul rate (GFLOP/s) of candle on this machine over a few shapes: the tower's
+/// MLP product (1024 x 768 @ 768 x 3072) and a square 2048 one, best of 5 each.
+fn matmul_peak() -> (f64, String) {
+    let dev = Device::Cpu;
+    let mut best = (0.0, String::new());
+    for (m, k, n) in [(1024, 768, 3072), (2048, 2048, 2048)] {
+        let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+        let s = time(5, || a.matmul(&b).unwrap());
+        let g = 2.0 * (m * k * n) as f64 / s / 1e9;
+        if g > best.0 {
+            best = (g, format!("{m}x{k} @ {k}x{n}"));
+        }
+    }
+    best
+}
+
+fn measure(model: &mut SmolVlm, load_s: f64, repeats: usize, vision_only: bool) -> Line {
     let dev = Device::Cpu;
     let side = model.config.vision_config.image_size;
     let one = Tensor::randn(0f32, 1.0, (1, 3, side, side), &dev).unwrap();
@@ -56,6 +96,14 @@ fn measure(model: &mut SmolVlm, load_s: f64, repeats: usize) -> Line {
     ids.extend(std::iter::repeat_n(model.config.image_token_id, n_img));
     ids.extend_from_slice(&text[5..]);
     let vision_s = time(repeats, || model.vision.forward(&one).unwrap());
+    if vision_only {
+        return Line {
+            load_s,
+            vision_s,
+            prefill_s: f64::NAN,
+            gen_tok_s: f64::NAN,
+        };
+    }
     let f = model.vision.forward(&one).unwrap();
     let (b, n, d) = f.dims3().unwrap();
     let feats = f.reshape((b * n, d)).unwrap();
@@ -101,7 +149,7 @@ fn main() {
         text: gg.join(format!("{stem}-{tag}.gguf")),
         mmproj: gg.join(format!("mmproj-{stem}-{tag}.gguf")),
     };
-    if !st.join("config.json").is_file() || !files("F32").text.is_file() {
+    if !st.join("config.json").is_file() {
         println!(
             "SKIPPED: no benchmark files at {} and {} (see the bench's docs)",
             st.display(),
@@ -113,25 +161,52 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
+    let vision_only = std::env::var("VIDLM_BENCH_VISION_ONLY").is_ok_and(|v| v == "1");
+    // (line name, file tag, dequantize at load)
+    let mut picked: Vec<(String, String, bool)> = Vec::new();
+    let tags = std::env::var("VIDLM_BENCH_GGUF_TAGS").unwrap_or_else(|_| "F32,Q8_0".into());
+    for t in tags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (tag, mode) = t.split_once(':').unwrap_or((t, ""));
+        let lower = tag.to_ascii_lowercase();
+        if mode != "qmm" {
+            let how = if tag == "F32" { "" } else { " dequantized" };
+            picked.push((format!("gguf {lower}{how}"), tag.to_string(), true));
+        }
+        if mode != "deq" && tag != "F32" && tag != "F16" {
+            picked.push((format!("gguf {lower} quantized mm"), tag.to_string(), false));
+        }
+    }
+    for (_, tag, _) in &picked {
+        if !files(tag).text.is_file() || !files(tag).mmproj.is_file() {
+            println!(
+                "SKIPPED: no {} or {}",
+                files(tag).text.display(),
+                files(tag).mmproj.display()
+            );
+            return;
+        }
+    }
     vidlm_models::memory::keep_freed_memory_for_reuse();
     let dev = Device::Cpu;
     let mut lines = Vec::new();
     let t = Instant::now();
     let mut m = SmolVlm::load(&st, DType::F32, &dev).unwrap();
     let load = t.elapsed().as_secs_f64();
-    lines.push(("safetensors f32", measure(&mut m, load, repeats)));
+    let flops = vision_flops(&m.config);
+    let side = m.config.vision_config.image_size;
+    lines.push((
+        "safetensors f32".to_string(),
+        measure(&mut m, load, repeats, vision_only),
+    ));
     drop(m);
-    for (name, tag, deq) in [
-        ("gguf f32", "F32", true),
-        ("gguf q8_0 dequantized", "Q8_0", true),
-        ("gguf q8_0 quantized mm", "Q8_0", false),
-    ] {
+    for (name, tag, deq) in picked {
         let t = Instant::now();
         let (mut m, _) =
-            vidlm_models::smolvlm::gguf::load(&files(tag), DType::F32, &dev, deq).unwrap();
+            vidlm_models::smolvlm::gguf::load(&files(&tag), DType::F32, &dev, deq).unwrap();
         let load = t.elapsed().as_secs_f64();
-        lines.push((name, measure(&mut m, load, repeats)));
+        lines.push((name, measure(&mut m, load, repeats, vision_only)));
     }
+    let (peak, shape) = matmul_peak();
     println!(
         "threads {}, repeats {repeats}; ratio = line / safetensors f32 (time; tokens/s inverted)",
         candle_core::utils::get_num_threads()
@@ -152,6 +227,17 @@ fn main() {
             l.prefill_s / base.prefill_s,
             l.gen_tok_s,
             base.gen_tok_s / l.gen_tok_s,
+        );
+    }
+    println!(
+        "vision tower + connector: {:.1} GFLOP per {side}x{side} frame; f32 matmul peak {peak:.1} GFLOP/s (candle, {shape})",
+        flops / 1e9,
+    );
+    for (name, l) in &lines {
+        let g = flops / l.vision_s / 1e9;
+        println!(
+            "vision GFLOP/s {name:24} {g:8.1}  ({:.0}% of the matmul peak)",
+            100.0 * g / peak
         );
     }
 }

@@ -10,7 +10,11 @@
 //! target/bench-models/smolvlm2-256m-random, from tools/make_smolvlm_bench_checkpoint.py); a missing
 //! one is skipped. Threads: $VIDLM_BENCH_THREADS (default "1,2"); each count runs in a child
 //! process because candle and rayon size their pools once per process. Repeats:
-//! $VIDLM_BENCH_REPEATS (3).
+//! $VIDLM_BENCH_REPEATS (3). $VIDLM_BENCH_TEXT_GGUF adds comma-separated GGUF text models (e.g. the
+//! random SmolVLM2-256M text model converted by tools/make_gguf_fixtures.py to f16 and q8_0), each a
+//! line `<file stem> -> f32` (dequantized at load, as `vidlm` loads them by default).
+//! $VIDLM_BENCH_ONLY keeps only the lines whose name contains one of its comma-separated parts
+//! (benches/llamacpp.sh uses both).
 //!
 //! ```text
 //! cargo bench --profile dev --config profile.dev.package.vidlm-models.opt-level=3 --bench text_gen
@@ -101,11 +105,11 @@ fn child(threads: usize) {
     let gguf = path("VIDLM_BENCH_SMOLLM2", "SmolLM2-135M-Instruct.Q4_1.gguf");
     let st = path("VIDLM_BENCH_MODEL", "smolvlm2-256m-random");
     // (name, model, bytes of weights one decode step reads)
-    let mut runs: Vec<(&str, Loader)> = Vec::new();
+    let mut runs: Vec<(String, Loader)> = Vec::new();
     if gguf.is_file() {
         let g = gguf.clone();
         runs.push((
-            "smollm2-135m q4_1 -> f32",
+            "smollm2-135m q4_1 -> f32".to_string(),
             Box::new(move || {
                 let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, true).unwrap();
                 let b = m.model.decode_weight_bytes() as f64;
@@ -114,7 +118,7 @@ fn child(threads: usize) {
         ));
         let g = gguf.clone();
         runs.push((
-            "smollm2-135m q4_1 qmatmul",
+            "smollm2-135m q4_1 qmatmul".to_string(),
             Box::new(move || {
                 let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
                 let b = m.model.decode_weight_bytes() as f64;
@@ -127,7 +131,7 @@ fn child(threads: usize) {
     if st.join("config.json").is_file() {
         let s = st.clone();
         runs.push((
-            "smolvlm2-256m text f32",
+            "smolvlm2-256m text f32".to_string(),
             Box::new(move || {
                 let m = vidlm_models::smolvlm::SmolVlm::load(&s, DType::F32, &Device::Cpu).unwrap();
                 let b = m.text.decode_weight_bytes() as f64;
@@ -137,6 +141,30 @@ fn child(threads: usize) {
     } else {
         println!("SKIPPED smolvlm2-256m: no {}", st.display());
     }
+    let extra = std::env::var("VIDLM_BENCH_TEXT_GGUF").unwrap_or_default();
+    for f in extra
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from)
+    {
+        if !f.is_file() {
+            println!("SKIPPED {}: no such file", f.display());
+            continue;
+        }
+        let stem = f.file_stem().unwrap_or_default().to_string_lossy();
+        runs.push((
+            format!("{stem} -> f32"),
+            Box::new(move || {
+                let m = vidlm_models::gguf::GgufChatModel::load(&f, &Device::Cpu, true).unwrap();
+                let b = m.model.decode_weight_bytes() as f64;
+                (m.model, b)
+            }),
+        ));
+    }
+    if let Ok(only) = std::env::var("VIDLM_BENCH_ONLY") {
+        let parts: Vec<&str> = only.split(',').filter(|p| !p.is_empty()).collect();
+        runs.retain(|(name, _)| parts.iter().any(|p| name.contains(p)));
+    }
     let _ = dev;
     for (name, load) in runs {
         let (mut m, bytes) = load();
@@ -144,7 +172,7 @@ fn child(threads: usize) {
         let bound_ms = bytes / bw * 1e3;
         let ms = 1e3 / l.tg;
         println!(
-            "{name:26} {threads:>3} {:9.1} {:9.1} {:9.2} {:10.1} {:9.2} {:7.2}",
+            "{name:34} {threads:>3} {:9.1} {:9.1} {:9.2} {:10.1} {:9.2} {:7.2}",
             l.pp,
             l.tg,
             ms,
@@ -171,7 +199,7 @@ fn main() {
     }
     let threads = std::env::var("VIDLM_BENCH_THREADS").unwrap_or_else(|_| "1,2".into());
     println!(
-        "{:26} {:>3} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}",
+        "{:34} {:>3} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7}",
         "line", "thr", "pp512 t/s", "tg128 t/s", "ms/token", "weights MB", "bound ms", "x bound"
     );
     let exe = std::env::current_exe().unwrap();

@@ -25,7 +25,10 @@ the weights and tokenizer untouched:
   recognized"): it is the same byte-level split SmolLM2 uses, so the converter is told `smollm`.
 The third pitfall (llama-mtmd-cli wants a single "\\n\\n" token) only matters to llama.cpp's
 runtime, which these fixtures are not run through, and adding a token would change the vocabulary
-the safetensors path is compared with; it is left alone.
+the safetensors path is compared with; it is left alone unless `--add-double-newline` is given
+(benches/llamacpp.sh, which runs llama-mtmd-cli on the converted benchmark checkpoint): then
+"\\n\\n" is added to the copy's tokenizer as one more non-special token, at the next free id
+(the benchmark checkpoint's embedding has rows to spare; timing does not depend on the values).
 """
 
 import argparse
@@ -52,12 +55,30 @@ c.main()
 """
 
 
+def add_double_newline(path: Path, vocab_size: int) -> None:
+    """Adds "\\n\\n" as an added (non-special) token at the next free id, when it is not one token."""
+    tok = json.loads(path.read_text())
+    added = tok.get("added_tokens", [])
+    if any(a["content"] == "\n\n" for a in added) or "\u010a\u010a" in tok["model"]["vocab"]:
+        return
+    used = [*tok["model"]["vocab"].values(), *(a["id"] for a in added)]
+    new_id = max(used) + 1
+    if new_id >= vocab_size:
+        sys.exit(f"{path}: no free id below vocab_size {vocab_size} for a \\n\\n token")
+    added.append({"id": new_id, "content": "\n\n", "single_word": False, "lstrip": False,
+                  "rstrip": False, "normalized": False, "special": False})
+    tok["added_tokens"] = added
+    path.write_text(json.dumps(tok, ensure_ascii=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("llama_cpp", type=Path, help="llama.cpp's directory (convert_hf_to_gguf.py)")
     ap.add_argument("--src", type=Path, default=SRC, help="the SmolVLM2 checkpoint")
     ap.add_argument("--out", type=Path, default=OUT, help="where the .gguf files go")
     ap.add_argument("--types", default=",".join(TYPES), help="outtypes, comma-separated")
+    ap.add_argument("--add-double-newline", action="store_true",
+                    help='add a "\\n\\n" token, which llama-mtmd-cli needs for idefics3 (see above)')
     args = ap.parse_args()
     llama = args.llama_cpp.resolve()
     if not (llama / "convert_hf_to_gguf.py").is_file():
@@ -72,6 +93,8 @@ def main() -> None:
                 shutil.copy(f, ckpt / f.name)
         cfg = json.loads((ckpt / "config.json").read_text())
         cfg["text_config"]["architectures"] = ["VLlama3ForCausalLM"]
+        if args.add_double_newline:
+            add_double_newline(ckpt / "tokenizer.json", cfg["text_config"]["vocab_size"])
         (ckpt / "config.json").write_text(json.dumps(cfg, indent=2))
         for outtype in args.types.split(","):
             tag = TYPES[outtype]
