@@ -194,7 +194,9 @@ fn time_ms(repeats: usize, mut f: impl FnMut()) -> f64 {
 /// One real projection for m activation rows: qgemv on the blocks vs dequantize + f32 gemm.
 fn crossover(gguf: &std::path::Path, repeats: usize) {
     let (ct, mut f) = vidlm_models::gguf::open(gguf).unwrap();
-    let w = ct.tensor(&mut f, "blk.0.ffn_up.weight", &Device::Cpu).unwrap();
+    let w = ct
+        .tensor(&mut f, "blk.0.ffn_up.weight", &Device::Cpu)
+        .unwrap();
     let k = w.shape().dims2().unwrap().1;
     let mut line = String::from("  blk.0.ffn_up qgemv / dequant+gemm ms:");
     for m in [1usize, 2, 4, 8, 16, 32] {

@@ -202,8 +202,10 @@ pub enum Lin {
 /// Rows up to which a quantized [`Lin`] on the CPU runs [`crate::qgemv`] rather than dequantizing
 /// its weight for an f32 gemm. Each qgemv row is a pass of integer dot products over the weight
 /// (its blocks stay in L1 across the rows), the gemm pays one dequantization (4 bytes written per
-/// weight) and then runs faster per row; measured crossover in benches/text_gen.rs.
-pub const QGEMV_MAX_ROWS: usize = 8;
+/// weight) and then runs faster per row. benches/text_gen.rs times both on SmolLM2's `ffn_up`
+/// (1536 x 576 Q4_1, 2 threads): qgemv ~0.13 ms a row, dequantization + gemm ~4 ms for up to 32
+/// rows, even at about 32.
+pub const QGEMV_MAX_ROWS: usize = 24;
 
 impl Lin {
     /// Bytes of weight (and bias) one forward pass reads.
@@ -778,7 +780,15 @@ impl TextModel {
         };
         for l in &mut self.layers {
             let (a, m) = (&mut l.attn, &mut l.mlp);
-            for x in [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut m.gate, &mut m.up, &mut m.down] {
+            for x in [
+                &mut a.q,
+                &mut a.k,
+                &mut a.v,
+                &mut a.o,
+                &mut m.gate,
+                &mut m.up,
+                &mut m.down,
+            ] {
                 swap(x);
             }
         }

@@ -24,8 +24,6 @@ use rayon::prelude::*;
 
 /// Elements per activation block (and per Q8_0/Q4_0/Q4_1/Q5_0 weight block).
 const QK: usize = 32;
-/// Elements per K-quant super-block.
-const QK_K: usize = 256;
 
 /// The weight block formats the kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,11 +451,11 @@ fn matmul_with(x: &Tensor, w: &QTensor, simd: bool) -> candle_core::Result<Tenso
     }
     let xf: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let xs: Vec<Q8Row> = xf.chunks_exact(k).map(Q8Row::new).collect();
-    let m = xs.len();
     let y = gemv_rows(kind, &data, n, k, &xs, simd);
     let mut shape = x.dims().to_vec();
-    *shape.last_mut().expect("x has rank >= 1: it has a last dim") = n;
-    let _ = m;
+    *shape
+        .last_mut()
+        .expect("x has rank >= 1: it has a last dim") = n;
     Tensor::from_vec(y, shape, x.device())
 }
 
@@ -504,12 +502,22 @@ mod tests {
                 // Weights with a per-row scale spread, and some rows all zero.
                 let mut wv = rand_vec(n * k, seed);
                 for (r, row) in wv.chunks_exact_mut(k).enumerate() {
-                    let scale = if r % 11 == 3 { 0.0 } else { 0.1 + r as f32 % 7.0 };
+                    let scale = if r % 11 == 3 {
+                        0.0
+                    } else {
+                        0.1 + r as f32 % 7.0
+                    };
                     row.iter_mut().for_each(|v| *v *= scale);
                 }
                 let w = Tensor::from_vec(wv, (n, k), &dev).unwrap();
                 let q = QTensor::quantize(&w, dtype).unwrap();
-                let wd: Vec<f32> = q.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let wd: Vec<f32> = q
+                    .dequantize(&dev)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
                 let xv: Vec<f32> = rand_vec(m * k, seed + 7).iter().map(|v| v * 3.0).collect();
                 let x = Tensor::from_vec(xv.clone(), (m, k), &dev).unwrap();
                 let mut outs = vec![matmul_with(&x, &q, false).unwrap()];

@@ -124,7 +124,7 @@ fn smollm2_gguf_greedy_matches_transformers() {
         .take_while(|(a, b)| a == b)
         .count();
     println!(
-        "quantized Q4_1 x Q8_1 matmul path: {same}/{} tokens equal; text {:?}",
+        "quantized path (qgemv: Q4_1 x 8-bit activation blocks): {same}/{} tokens equal; text {:?}",
         expect.len(),
         qout.text
     );
