@@ -1,7 +1,11 @@
 //! Text-decoder speed on CPU, llama-bench style: prefill of a 512-token prompt (pp512) and
 //! generation of 128 tokens from an empty cache (tg128), in tokens/s, with 1 and 2 threads, for
-//! the real SmolLM2-135M-Instruct Q4_1 GGUF (dequantized to f32, and on candle's quantized
-//! matmuls) and the full-size random SmolVLM2-256M text model (safetensors, f32). It also measures
+//! the real SmolLM2-135M-Instruct Q4_1 GGUF (dequantized to f32; on candle's quantized matmuls
+//! for every shape; and the default quantized path: our qgemv kernels on the stored blocks for
+//! decode steps, per-call dequantization + f32 gemm for prefill) and the full-size random
+//! SmolVLM2-256M text model (safetensors, f32). For the GGUF it also times one projection
+//! (`blk.0.ffn_up`, 1536 x 576) for a few row counts through qgemv and through dequantization +
+//! gemm: the crossover behind `llama_text::QGEMV_MAX_ROWS`. It also measures
 //! the machine's copy bandwidth (a 256 MiB memcpy) and prints each line's memory-bandwidth bound:
 //! the bytes of weights one token reads divided by that bandwidth, and our per-token time over it.
 //!
@@ -17,7 +21,7 @@
 //! (benches/llamacpp.sh uses both).
 //!
 //! ```text
-//! cargo bench --profile dev --config profile.dev.package.vidlm-models.opt-level=3 --bench text_gen
+//! cargo bench --profile dev --config 'profile.dev.package.vidlm-models.opt-level=3' --workspace --bench text_gen
 //! ```
 
 use std::path::PathBuf;
@@ -120,6 +124,17 @@ fn child(threads: usize) {
         runs.push((
             "smollm2-135m q4_1 qmatmul".to_string(),
             Box::new(move || {
+                let mut m =
+                    vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
+                m.model.use_candle_qmatmul();
+                let b = m.model.decode_weight_bytes() as f64;
+                (m.model, b)
+            }),
+        ));
+        let g = gguf.clone();
+        runs.push((
+            "smollm2-135m q4_1 qgemv",
+            Box::new(move || {
                 let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
                 let b = m.model.decode_weight_bytes() as f64;
                 (m.model, b)
@@ -181,10 +196,49 @@ fn child(threads: usize) {
             ms / bound_ms
         );
     }
+    if gguf.is_file() {
+        crossover(&gguf, repeats);
+    }
     println!(
         "  (threads {threads}: copy bandwidth {:.2} GB/s (read + write))",
         bw / 1e9
     );
+}
+
+/// Median time of `f` over `repeats` runs after one warm-up, in ms.
+fn time_ms(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..repeats.max(3))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+/// One real projection for m activation rows: qgemv on the blocks vs dequantize + f32 gemm.
+fn crossover(gguf: &std::path::Path, repeats: usize) {
+    let (ct, mut f) = vidlm_models::gguf::open(gguf).unwrap();
+    let w = ct
+        .tensor(&mut f, "blk.0.ffn_up.weight", &Device::Cpu)
+        .unwrap();
+    let k = w.shape().dims2().unwrap().1;
+    let mut line = String::from("  blk.0.ffn_up qgemv / dequant+gemm ms:");
+    for m in [1usize, 2, 4, 8, 16, 32] {
+        let x = candle_core::Tensor::randn(0f32, 1.0, (1, m, k), &Device::Cpu).unwrap();
+        let q = time_ms(repeats * 4, || {
+            std::hint::black_box(vidlm_models::qgemv::matmul(&x, &w).unwrap());
+        });
+        let d = time_ms(repeats * 4, || {
+            let wd = w.dequantize(&Device::Cpu).unwrap();
+            std::hint::black_box(x.broadcast_matmul(&wd.t().unwrap()).unwrap());
+        });
+        line += &format!(" m={m} {q:.3}/{d:.3}");
+    }
+    println!("{line}");
 }
 
 /// Builds one benchmarked model: the model and the bytes of weights one decode step reads.

@@ -189,9 +189,23 @@ impl TextConfig {
 pub enum Lin {
     /// Dense weight `[out, in]` and optional bias.
     Dense(candle_nn::Linear),
-    /// Quantized weight (llama.cpp block formats).
+    /// Quantized weight (llama.cpp block formats). On the CPU, for the types [`crate::qgemv`]
+    /// reads: up to [`QGEMV_MAX_ROWS`] rows (decode steps, short prompts) run its kernels on the
+    /// stored blocks, more rows dequantize the weight for that call and run candle's f32 gemm
+    /// (the weight stays stored once, quantized). Other types and devices take candle's `QMatMul`.
     Quant(QMatMul),
+    /// candle's `QMatMul` for every shape: the path before [`crate::qgemv`], kept for comparison
+    /// ([`TextModel::use_candle_qmatmul`]).
+    CandleQuant(QMatMul),
 }
+
+/// Rows up to which a quantized [`Lin`] on the CPU runs [`crate::qgemv`] rather than dequantizing
+/// its weight for an f32 gemm. Each qgemv row is a pass of integer dot products over the weight
+/// (its blocks stay in L1 across the rows), the gemm pays one dequantization (4 bytes written per
+/// weight) and then runs faster per row. benches/text_gen.rs times both on SmolLM2's `ffn_up`
+/// (1536 x 576 Q4_1, 2 threads): qgemv ~0.13 ms a row, dequantization + gemm ~4 ms for up to 32
+/// rows, even at about 32.
+pub const QGEMV_MAX_ROWS: usize = 24;
 
 impl Lin {
     /// Bytes of weight (and bias) one forward pass reads.
@@ -199,8 +213,11 @@ impl Lin {
         let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
         match self {
             Lin::Dense(l) => t(l.weight()) + l.bias().map_or(0, t),
-            Lin::Quant(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
-            Lin::Quant(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => t(w),
+            Lin::Quant(QMatMul::QTensor(q)) | Lin::CandleQuant(QMatMul::QTensor(q)) => {
+                q.storage_size_in_bytes()
+            }
+            Lin::Quant(QMatMul::Tensor(w) | QMatMul::TensorF16(w))
+            | Lin::CandleQuant(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => t(w),
         }
     }
 }
@@ -213,7 +230,17 @@ impl Module for Lin {
                 crate::cpu_ops::linear(xs, l.weight())
             }
             Lin::Dense(l) => l.forward(xs),
-            Lin::Quant(q) => q.forward(xs),
+            Lin::Quant(QMatMul::QTensor(w))
+                if xs.device().is_cpu() && crate::qgemv::supports(w.dtype()) =>
+            {
+                let k = w.shape().dims2()?.1;
+                if xs.elem_count() <= QGEMV_MAX_ROWS * k {
+                    crate::qgemv::matmul(xs, w)
+                } else {
+                    xs.broadcast_matmul(&w.dequantize(xs.device())?.t()?)
+                }
+            }
+            Lin::Quant(q) | Lin::CandleQuant(q) => q.forward(xs),
         }
     }
 }
@@ -741,6 +768,31 @@ impl TextModel {
             })
             .sum();
         layers + norm(&self.norm) + self.lm_head.weight_bytes()
+    }
+
+    /// Runs every quantized projection on candle's `QMatMul` (for any number of rows) instead of
+    /// [`crate::qgemv`] and the per-call dequantization: the path before them, for benchmarks.
+    pub fn use_candle_qmatmul(&mut self) {
+        let swap = |l: &mut Lin| {
+            if let Lin::Quant(q) = l {
+                *l = Lin::CandleQuant(q.clone());
+            }
+        };
+        for l in &mut self.layers {
+            let (a, m) = (&mut l.attn, &mut l.mlp);
+            for x in [
+                &mut a.q,
+                &mut a.k,
+                &mut a.v,
+                &mut a.o,
+                &mut m.gate,
+                &mut m.up,
+                &mut m.down,
+            ] {
+                swap(x);
+            }
+        }
+        swap(&mut self.lm_head);
     }
 
     /// Empties the KV cache.

@@ -2,7 +2,8 @@
 //! tokenizer greedily completes the fixed chat prompt to the text transformers gives on the same
 //! file (fixtures/smollm2-gguf-reference.json). transformers dequantizes GGUF weights to f32, so
 //! the exact comparison runs our dequantized path; the quantized-matmul path (what the CLI uses for
-//! speed) is checked on the first token and reported.
+//! speed: qgemv kernels on the stored blocks for decode steps) is checked on the first token and
+//! on decode-step logits (within 5e-2 of max |logit|), and how far its tokens agree is reported.
 //!
 //! The GGUF is not in the repository: it is looked up at $VIDLM_SMOLLM2_GGUF,
 //! /work/models/SmolLM2-135M-Instruct.Q4_1.gguf, target/models/, and otherwise fetched with
@@ -124,7 +125,7 @@ fn smollm2_gguf_greedy_matches_transformers() {
         .take_while(|(a, b)| a == b)
         .count();
     println!(
-        "quantized Q4_1 x Q8_1 matmul path: {same}/{} tokens equal; text {:?}",
+        "quantized path (qgemv: Q4_1 x 8-bit activation blocks): {same}/{} tokens equal; text {:?}",
         expect.len(),
         qout.text
     );
@@ -132,5 +133,41 @@ fn smollm2_gguf_greedy_matches_transformers() {
         qout.token_ids.first(),
         expect.first(),
         "quantized path first token"
+    );
+
+    // Decode-step logits (one row: the qgemv kernels on the stored blocks) against the
+    // dequantized f32 path's, after the same prompt, for the first reference tokens. The only
+    // difference is the 8-bit rounding of each activation row (the prompt itself runs through the
+    // same dequantized gemm on both paths).
+    let step_logits = |g: &mut GgufChatModel| -> Vec<Vec<f32>> {
+        g.model.clear_cache();
+        g.model.forward_ids(&prompt_ids, false).unwrap();
+        expect
+            .iter()
+            .take(4)
+            .map(|&t| {
+                g.model
+                    .forward_ids(&[t], false)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (lf, lq) = (step_logits(&mut m), step_logits(&mut q));
+    let mut worst = 0f32;
+    for (a, b) in lf.iter().zip(&lq) {
+        let scale = a.iter().fold(1f32, |s, v| s.max(v.abs()));
+        let d = a.iter().zip(b).fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+        worst = worst.max(d / scale);
+    }
+    println!(
+        "decode-step logits, qgemv vs dequantized f32: max difference {worst:.3e} of max|logit|"
+    );
+    assert!(
+        worst < 5e-2,
+        "decode-step logits differ by {worst} of max|logit|"
     );
 }

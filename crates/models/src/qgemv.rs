@@ -1,0 +1,592 @@
+//! Matrix-vector products straight on llama.cpp's quantized blocks, for decode steps on the CPU.
+//!
+//! A decode step multiplies one activation row by every weight matrix, so its time is the time to
+//! stream the weights from memory. Dequantized to f32, SmolLM2-135M's Q4_1 weights are 538 MB a
+//! token; as stored they are 96 MB. candle's `QMatMul` reads the stored blocks but, for one row,
+//! runs its per-block dot products on one thread per output column group with little overlap, and
+//! measured 11.0 t/s against 20.7 t/s for the f32 GEMV (benches/text_gen.rs, 2 threads).
+//!
+//! Here the activation row is quantized once per call to 8-bit blocks of 32 (one f32 scale per
+//! block, as llama.cpp's `Q8_0`), and each weight row is dotted against it block by block in
+//! integers (exact), scaled in f32. Output rows are split over rayon's current pool, so the CLI's
+//! `--threads` applies. x86-64 with AVX2, FMA and F16C takes hand-written kernels for Q8_0, Q4_0,
+//! Q4_1 and Q5_0 and compiles the portable ones (Q4_K, Q6_K) for those features; every type has a
+//! portable scalar twin that computes the same integer block sums (results differ only in the
+//! order of the f32 accumulation).
+//!
+//! A few rows at once (a short prompt) reuse each weight row from L1 for every activation row, so
+//! they cost little more than one; see [`matmul`].
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+/// Elements per activation block (and per Q8_0/Q4_0/Q4_1/Q5_0 weight block).
+const QK: usize = 32;
+
+/// The weight block formats the kernels read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q4K,
+    Q6K,
+}
+
+impl Kind {
+    fn of(d: GgmlDType) -> Option<Self> {
+        Some(match d {
+            GgmlDType::Q8_0 => Kind::Q8_0,
+            GgmlDType::Q4_0 => Kind::Q4_0,
+            GgmlDType::Q4_1 => Kind::Q4_1,
+            GgmlDType::Q5_0 => Kind::Q5_0,
+            GgmlDType::Q4K => Kind::Q4K,
+            GgmlDType::Q6K => Kind::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// (elements, bytes) of one block.
+    fn block(self) -> (usize, usize) {
+        match self {
+            Kind::Q8_0 => (32, 34),
+            Kind::Q4_0 => (32, 18),
+            Kind::Q4_1 => (32, 20),
+            Kind::Q5_0 => (32, 22),
+            Kind::Q4K => (256, 144),
+            Kind::Q6K => (256, 210),
+        }
+    }
+}
+
+/// Whether [`matmul`] reads this block format (otherwise callers use candle's `QMatMul`).
+pub fn supports(dtype: GgmlDType) -> bool {
+    Kind::of(dtype).is_some()
+}
+
+/// One activation row quantized to 8 bits per block of 32: `x[i] ~ d[i / 32] * q[i]`.
+struct Q8Row {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    /// `d[b] * sum(q[b])`: what a per-block weight offset (Q4_1's `m`, Q4_K's mins) multiplies.
+    s: Vec<f32>,
+    /// Sums of `q` over each 16 elements (Q6_K's sub-blocks and its `-32` offset).
+    s16: Vec<i32>,
+}
+
+impl Q8Row {
+    /// Round-to-nearest with the block's absolute maximum mapped to 127 (llama.cpp's Q8_0 rule).
+    fn new(x: &[f32]) -> Self {
+        let nb = x.len() / QK;
+        let mut r = Q8Row {
+            q: vec![0; x.len()],
+            d: vec![0.0; nb],
+            s: vec![0.0; nb],
+            s16: vec![0; nb * 2],
+        };
+        for (b, (xb, qb)) in x.chunks_exact(QK).zip(r.q.chunks_exact_mut(QK)).enumerate() {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                *q = (v * id).round() as i8;
+            }
+            let lo: i32 = qb[..16].iter().map(|&q| q as i32).sum();
+            let hi: i32 = qb[16..].iter().map(|&q| q as i32).sum();
+            r.d[b] = d;
+            r.s[b] = d * (lo + hi) as f32;
+            r.s16[2 * b] = lo;
+            r.s16[2 * b + 1] = hi;
+        }
+        r
+    }
+}
+
+#[inline(always)]
+fn h(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+#[inline(always)]
+fn idot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&a, &b)| a as i32 * b as i32).sum()
+}
+
+/// Q4_K's 6-bit scale and min of sub-block `j` (0..8), packed in 12 bytes.
+#[inline(always)]
+fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Portable dot product of one weight row (`row`, blocks of `kind`) with the quantized activation.
+#[inline(always)]
+fn dot_row_generic(kind: Kind, row: &[u8], x: &Q8Row) -> f32 {
+    let (be, bb) = kind.block();
+    let mut acc = 0f32;
+    let mut w = [0i8; QK];
+    for (b, blk) in row.chunks_exact(bb).enumerate() {
+        let at = b * be;
+        match kind {
+            Kind::Q8_0 => {
+                for (w, &v) in w.iter_mut().zip(&blk[2..34]) {
+                    *w = v as i8;
+                }
+                acc += h(blk, 0) * x.d[b] * idot(&w, &x.q[at..at + QK]) as f32;
+            }
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 => {
+                let (qs, qh) = match kind {
+                    Kind::Q4_0 => (&blk[2..18], 0u32),
+                    Kind::Q4_1 => (&blk[4..20], 0u32),
+                    _ => (
+                        &blk[6..22],
+                        u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]),
+                    ),
+                };
+                let off = match kind {
+                    Kind::Q4_0 => 8,
+                    Kind::Q4_1 => 0,
+                    _ => 16,
+                };
+                for j in 0..16 {
+                    let h0 = (((qh >> j) & 1) << 4) as i32;
+                    let h1 = (((qh >> (j + 16)) & 1) << 4) as i32;
+                    w[j] = (((qs[j] & 0xF) as i32 | h0) - off) as i8;
+                    w[j + 16] = (((qs[j] >> 4) as i32 | h1) - off) as i8;
+                }
+                let p = idot(&w, &x.q[at..at + QK]) as f32;
+                acc += h(blk, 0) * x.d[b] * p;
+                if kind == Kind::Q4_1 {
+                    acc += h(blk, 2) * x.s[b];
+                }
+            }
+            Kind::Q4K => {
+                let (d, dmin) = (h(blk, 0), h(blk, 2));
+                let (sc, qs) = (&blk[4..16], &blk[16..144]);
+                for j in 0..8 {
+                    let (s, m) = scale_min_k4(j, sc);
+                    let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+                    for (w, &v) in w.iter_mut().zip(q) {
+                        *w = if j % 2 == 0 { v & 0xF } else { v >> 4 } as i8;
+                    }
+                    let xb = at / QK + j;
+                    let p = idot(&w, &x.q[xb * QK..xb * QK + QK]);
+                    acc += d * s as f32 * x.d[xb] * p as f32 - dmin * m as f32 * x.s[xb];
+                }
+            }
+            Kind::Q6K => {
+                let (ql, qh, sc) = (&blk[0..128], &blk[128..192], &blk[192..208]);
+                let d = h(blk, 208);
+                for c in 0..8 {
+                    // Chunk c of 32: half `c / 4` of the super-block, quarter `t` of that half.
+                    let (half, t) = (c / 4, c % 4);
+                    let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+                    for l in 0..32 {
+                        let lo = if t % 2 == 0 { ql[l] } else { ql[l + 32] };
+                        let lo = if t < 2 { lo & 0xF } else { lo >> 4 };
+                        w[l] = (lo | (((qh[l] >> (2 * t)) & 3) << 4)) as i8;
+                    }
+                    let xb = at / QK + c;
+                    let xq = &x.q[xb * QK..xb * QK + QK];
+                    // Unsigned 6-bit values; the -32 offset comes back through the 16-sums.
+                    let p0 = idot(&w[..16], &xq[..16]) - 32 * x.s16[2 * xb];
+                    let p1 = idot(&w[16..], &xq[16..]) - 32 * x.s16[2 * xb + 1];
+                    let s0 = sc[2 * c] as i8 as i32;
+                    let s1 = sc[2 * c + 1] as i8 as i32;
+                    acc += d * x.d[xb] * (s0 * p0 + s1 * p1) as f32;
+                }
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{dot_row_generic, Kind, Q8Row};
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 lanes.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Two f16 at `p` (a block's `d` and `m`) as f32.
+    #[inline(always)]
+    unsafe fn f16x2(p: *const u8) -> (f32, f32) {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
+    /// 32 nibbles of 16 bytes as bytes 0..15: low nibbles first, then high (the Q4 element order).
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let q = _mm_loadu_si128(p as *const __m128i);
+        let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    }
+
+    /// Q5_0's fifth bits (32 bits at `p`) as 0x10 in each byte whose bit is set.
+    #[inline(always)]
+    unsafe fn high_bits(p: *const u8) -> __m256i {
+        let bits = (p as *const i32).read_unaligned();
+        // Byte i takes the 8 bits containing bit i, then tests bit i % 8 of it.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits),
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let hit = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
+        _mm256_and_si256(hit, _mm256_set1_epi8(0x10))
+    }
+
+    /// Signed bytes `w` times signed bytes `x`, summed in 4-element groups to 8 i32 as f32.
+    #[inline(always)]
+    unsafe fn dot_i8(w: __m256i, x: __m256i) -> __m256 {
+        // maddubs takes unsigned x signed: move w's sign onto x.
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    /// Unsigned bytes `w` (< 128) times signed bytes `x`, as [`dot_i8`].
+    #[inline(always)]
+    unsafe fn dot_u8(w: __m256i, x: __m256i) -> __m256 {
+        let p = _mm256_maddubs_epi16(w, x);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    /// [`super::dot_row_generic`] for the CPU features this module is compiled for.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `row` holds whole blocks of `kind` covering `x`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_row(kind: Kind, row: &[u8], x: &Q8Row) -> f32 {
+        let (_, bb) = kind.block();
+        let nb = row.len() / bb;
+        let (p, xq) = (row.as_ptr(), x.q.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut off = 0f32;
+        match kind {
+            Kind::Q8_0 => {
+                for b in 0..nb {
+                    let blk = p.add(b * bb);
+                    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                        (blk as *const u16).read_unaligned() as i32,
+                    )));
+                    let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                    let xv = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(dot_i8(w, xv), _mm256_set1_ps(d * x.d[b]), acc);
+                }
+            }
+            Kind::Q4_0 => {
+                for b in 0..nb {
+                    let blk = p.add(b * bb);
+                    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                        (blk as *const u16).read_unaligned() as i32,
+                    )));
+                    let w = _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8));
+                    let xv = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(dot_i8(w, xv), _mm256_set1_ps(d * x.d[b]), acc);
+                }
+            }
+            Kind::Q4_1 => {
+                for b in 0..nb {
+                    let blk = p.add(b * bb);
+                    let (d, m) = f16x2(blk);
+                    let xv = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(
+                        dot_u8(nibbles(blk.add(4)), xv),
+                        _mm256_set1_ps(d * x.d[b]),
+                        acc,
+                    );
+                    off += m * x.s[b];
+                }
+            }
+            Kind::Q5_0 => {
+                for b in 0..nb {
+                    let blk = p.add(b * bb);
+                    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                        (blk as *const u16).read_unaligned() as i32,
+                    )));
+                    let w = _mm256_or_si256(nibbles(blk.add(6)), high_bits(blk.add(2)));
+                    let w = _mm256_sub_epi8(w, _mm256_set1_epi8(16));
+                    let xv = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                    acc = _mm256_fmadd_ps(dot_i8(w, xv), _mm256_set1_ps(d * x.d[b]), acc);
+                }
+            }
+            // The portable code, vectorized by the compiler for these features.
+            Kind::Q4K | Kind::Q6K => return dot_row_generic(kind, row, x),
+        }
+        hsum(acc) + off
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// One weight row against one activation row, by the fastest kernel allowed.
+#[inline(always)]
+fn dot_row(kind: Kind, row: &[u8], x: &Q8Row, simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only set when has_avx2() holds; rows hold whole blocks (checked by
+        // the caller against the tensor's shape).
+        return unsafe { avx2::dot_row(kind, row, x) };
+    }
+    let _ = simd;
+    dot_row_generic(kind, row, x)
+}
+
+/// `y[i][r] = dot(w[r], x[i])` for the quantized activation rows `xs`, output `[m, n]` row-major.
+fn gemv_rows(kind: Kind, w: &[u8], n: usize, k: usize, xs: &[Q8Row], simd: bool) -> Vec<f32> {
+    let (be, bb) = kind.block();
+    let row_bytes = k / be * bb;
+    let m = xs.len();
+    // Enough tasks to balance the pool (8 per thread), each at least 16 rows so that rayon's
+    // per-task cost stays small next to the row reads.
+    let per_task = n.div_ceil(8 * rayon::current_num_threads()).max(16);
+    let mut t = vec![0f32; n * m];
+    t.par_chunks_mut(per_task * m)
+        .zip(w.par_chunks(per_task * row_bytes))
+        .for_each(|(out, rows)| {
+            for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(row_bytes)) {
+                // Every activation row reuses this weight row from L1.
+                for (o, x) in o.iter_mut().zip(xs) {
+                    *o = dot_row(kind, row, x, simd);
+                }
+            }
+        });
+    if m == 1 {
+        return t;
+    }
+    let mut y = vec![0f32; n * m];
+    for (r, tr) in t.chunks_exact(m).enumerate() {
+        for (i, &v) in tr.iter().enumerate() {
+            y[i * n + r] = v;
+        }
+    }
+    y
+}
+
+/// `x @ w.t()` for a quantized `w` `[n, k]` of a [`supports`]ed type and an f32 `x` `[.., k]` on
+/// the CPU, computed on the stored blocks with the activation quantized to 8 bits per block of 32
+/// (as llama.cpp and candle's `QMatMul` do, so not bit-identical to the f32 product: each
+/// element of `x` moves by at most half its block's step, `max|x| / 254`).
+///
+/// Meant for few rows (decode steps, short prompts): every row costs a pass of integer dot
+/// products over the whole weight, which for long prompts is slower than one dequantization and
+/// an f32 gemm.
+///
+/// # Errors
+/// A weight type not [`supports`]ed, not on the CPU, or shapes that do not fit.
+///
+/// # Example
+/// ```
+/// use candle_core::quantized::{GgmlDType, QTensor};
+/// use candle_core::{Device, Tensor};
+/// let w = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu)?;
+/// let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+/// let x = Tensor::randn(0f32, 1.0, (1, 64), &Device::Cpu)?;
+/// let y = vidlm_models::qgemv::matmul(&x, &q)?;
+/// let want = x.matmul(&q.dequantize(&Device::Cpu)?.t()?)?;
+/// let err: f32 = (y - want)?.abs()?.max_all()?.to_scalar()?;
+/// assert!(err < 0.1);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn matmul(x: &Tensor, w: &QTensor) -> candle_core::Result<Tensor> {
+    matmul_with(x, w, has_avx2())
+}
+
+fn matmul_with(x: &Tensor, w: &QTensor, simd: bool) -> candle_core::Result<Tensor> {
+    let Some(kind) = Kind::of(w.dtype()) else {
+        candle_core::bail!("vidlm-qgemv: weight type {:?} is not supported", w.dtype());
+    };
+    if !x.device().is_cpu() || !matches!(w.device(), candle_core::Device::Cpu) {
+        candle_core::bail!("vidlm-qgemv: runs on the CPU");
+    }
+    let (n, k) = w.shape().dims2()?;
+    let (be, bb) = kind.block();
+    if x.dims().last() != Some(&k) || k % be != 0 {
+        candle_core::bail!(
+            "vidlm-qgemv: input {:?} for weight {:?} ({:?} blocks of {be})",
+            x.dims(),
+            w.shape(),
+            w.dtype()
+        );
+    }
+    let data = w.data()?;
+    if data.len() != n * (k / be) * bb {
+        candle_core::bail!(
+            "vidlm-qgemv: weight holds {} bytes, {n} x {k} {:?} needs {}",
+            data.len(),
+            w.dtype(),
+            n * (k / be) * bb
+        );
+    }
+    let xf: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let xs: Vec<Q8Row> = xf.chunks_exact(k).map(Q8Row::new).collect();
+    let y = gemv_rows(kind, &data, n, k, &xs, simd);
+    let mut shape = x.dims().to_vec();
+    *shape
+        .last_mut()
+        .expect("x has rank >= 1: it has a last dim") = n;
+    Tensor::from_vec(y, shape, x.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Deterministic pseudo-random f32 in [-1, 1) (xorshift), so failures reproduce.
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    const TYPES: [GgmlDType; 6] = [
+        GgmlDType::Q8_0,
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ];
+
+    /// For every type and a few odd shapes: the kernel (scalar and, where the CPU has it, AVX2)
+    /// against candle's dequantized weights times our 8-bit activation, summed in f64 (the exact
+    /// value of what the kernel computes, up to f32 rounding), and against the f32 product with
+    /// the unquantized activation within the activation's rounding bound.
+    #[test]
+    fn kernels_match_the_dequantized_product() {
+        let dev = Device::Cpu;
+        for (ti, &dtype) in TYPES.iter().enumerate() {
+            let be = Kind::of(dtype).unwrap().block().0;
+            // (rows, width in blocks, activation rows): odd row counts, one block, several.
+            for &(n, kb, m) in &[(1, 1, 1), (37, 3, 1), (203, 2, 3), (5, 9, 2)] {
+                let k = kb * be.max(QK);
+                let seed = (ti * 1000 + n * 10 + kb) as u64;
+                // Weights with a per-row scale spread, and some rows all zero.
+                let mut wv = rand_vec(n * k, seed);
+                for (r, row) in wv.chunks_exact_mut(k).enumerate() {
+                    let scale = if r % 11 == 3 {
+                        0.0
+                    } else {
+                        0.1 + r as f32 % 7.0
+                    };
+                    row.iter_mut().for_each(|v| *v *= scale);
+                }
+                let w = Tensor::from_vec(wv, (n, k), &dev).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let wd: Vec<f32> = q
+                    .dequantize(&dev)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let xv: Vec<f32> = rand_vec(m * k, seed + 7).iter().map(|v| v * 3.0).collect();
+                let x = Tensor::from_vec(xv.clone(), (m, k), &dev).unwrap();
+                let mut outs = vec![matmul_with(&x, &q, false).unwrap()];
+                if has_avx2() {
+                    outs.push(matmul_with(&x, &q, true).unwrap());
+                }
+                let outs: Vec<Vec<f32>> = outs
+                    .iter()
+                    .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
+                    .collect();
+                for i in 0..m {
+                    let xrow = &xv[i * k..(i + 1) * k];
+                    let xq = Q8Row::new(xrow);
+                    for r in 0..n {
+                        let wrow = &wd[r * k..(r + 1) * k];
+                        let (mut exact, mut mag, mut f32dot, mut bound) = (0f64, 0f64, 0f64, 0f64);
+                        for j in 0..k {
+                            let xqj = xq.d[j / QK] as f64 * xq.q[j] as f64;
+                            exact += wrow[j] as f64 * xqj;
+                            mag += (wrow[j] as f64 * xqj).abs();
+                            f32dot += wrow[j] as f64 * xrow[j] as f64;
+                            // |x - x_q| <= step / 2 = d / 2.
+                            bound += wrow[j].abs() as f64 * xq.d[j / QK] as f64 / 2.0;
+                        }
+                        for (o, simd) in outs.iter().zip(["scalar", "avx2"]) {
+                            let got = o[i * n + r] as f64;
+                            let tol = 1e-5 * mag + 1e-6;
+                            assert!(
+                                (got - exact).abs() <= tol,
+                                "{dtype:?} {simd} n={n} k={k} row {r} of x{i}: {got} vs {exact} (tol {tol})"
+                            );
+                            assert!(
+                                (got - f32dot).abs() <= bound * (1.0 + 1e-4) + tol,
+                                "{dtype:?} {simd}: {got} vs f32 product {f32dot} (bound {bound})"
+                            );
+                        }
+                        if outs.len() == 2 {
+                            // The twins: same integer block sums, f32 order differs.
+                            let (a, b) = (outs[0][i * n + r] as f64, outs[1][i * n + r] as f64);
+                            assert!((a - b).abs() <= 1e-5 * mag + 1e-6, "{dtype:?}: {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (4, 64), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 32), &dev).unwrap();
+        assert!(matmul(&x, &q).is_err());
+        let q = QTensor::quantize(&w, GgmlDType::Q5_1).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 64), &dev).unwrap();
+        assert!(!supports(GgmlDType::Q5_1));
+        assert!(matmul(&x, &q).is_err());
+    }
+
+    #[test]
+    fn activation_quantization_round_trips_within_half_a_step() {
+        let x = rand_vec(96, 3);
+        let q = Q8Row::new(&x);
+        for (j, &v) in x.iter().enumerate() {
+            let back = q.d[j / QK] * q.q[j] as f32;
+            assert!((back - v).abs() <= q.d[j / QK] / 2.0 * 1.0001);
+        }
+        let zero = Q8Row::new(&[0f32; 32]);
+        assert!(zero.q.iter().all(|&v| v == 0) && zero.d[0] == 0.0);
+    }
+}
