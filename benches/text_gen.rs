@@ -133,7 +133,7 @@ fn child(threads: usize) {
         ));
         let g = gguf.clone();
         runs.push((
-            "smollm2-135m q4_1 qgemv",
+            "smollm2-135m q4_1 qgemv".to_string(),
             Box::new(move || {
                 let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
                 let b = m.model.decode_weight_bytes() as f64;
