@@ -86,6 +86,12 @@ pub(crate) struct Source {
     /// be a dropped one.
     pub skip_ok: bool,
     skipping: bool,
+    /// Packets are dropped unread up to the key packet shown at this time (absolute ticks): no
+    /// frame before it is wanted, and it is a clean cut (see `KeyPoint::clean`), so the frames
+    /// from it on decode exactly as after a seek to it, without the seek's flush.
+    pub drop_until_key: Option<i64>,
+    /// Presentation time of the last key packet sent to the decoder (None since a seek).
+    pub last_key_pts: Option<i64>,
     /// A decoded frame held back by [`Source::peek`], returned by the next `next_frame`.
     held: Option<i64>,
     /// Byte position of the first packet of our stream, for a rewind by bytes.
@@ -186,6 +192,8 @@ impl Source {
             skip_before: None,
             skip_ok: false,
             skipping: false,
+            drop_until_key: None,
+            last_key_pts: None,
             held: None,
             first_pos: None,
         })
@@ -290,6 +298,16 @@ impl Source {
                             packet.set_dts(None);
                         }
                     } else {
+                        if let Some(k) = self.drop_until_key {
+                            if packet.is_key() && sane(packet.pts()).is_some_and(|p| p >= k) {
+                                self.drop_until_key = None;
+                            } else {
+                                continue;
+                            }
+                        }
+                        if packet.is_key() {
+                            self.last_key_pts = sane(packet.pts()).or(self.last_key_pts);
+                        }
                         let skip = self.skip_ok
                             && matches!((self.skip_before, packet.pts()), (Some(t), Some(p)) if p < t);
                         if skip != self.skipping {
@@ -504,6 +522,8 @@ impl Source {
         self.last_ts = None;
         self.landing_ts = None;
         self.held = None;
+        self.drop_until_key = None;
+        self.last_key_pts = None;
         self.seeked = true;
     }
 

@@ -62,6 +62,9 @@ pub(crate) struct KeyPoint {
     /// Its presentation and decode timestamps (absolute ticks), for the demuxer's seek.
     pub pts: Option<i64>,
     pub dts: Option<i64>,
+    /// Every packet before this keyframe in decode order is shown before it (presentation
+    /// times only): dropping them unread loses no frame at or after this keyframe.
+    pub clean: bool,
 }
 
 /// Every frame of a stream, from a packet scan.
@@ -119,22 +122,28 @@ impl Timeline {
         for t in &mut times {
             *t -= origin;
         }
-        let mut keys: Vec<KeyPoint> = packets
-            .iter()
-            .enumerate()
-            .skip(start)
-            .filter(|(_, p)| p.key)
-            .map(|(i, p)| KeyPoint {
-                time: time(i, p) - origin,
-                pts: p.pts,
-                dts: p.dts,
-            })
-            .collect();
+        // Latest presentation time among the packets before each one, in decode order.
+        let mut shown_before = i64::MIN;
+        let mut keys: Vec<KeyPoint> = Vec::new();
+        for (i, p) in packets.iter().enumerate() {
+            if i >= start && p.key {
+                keys.push(KeyPoint {
+                    time: time(i, p) - origin,
+                    pts: p.pts,
+                    dts: p.dts,
+                    clean: domain == Domain::Pts && p.pts.is_some_and(|t| t > shown_before),
+                });
+            }
+            if let Some(t) = p.pts {
+                shown_before = shown_before.max(t);
+            }
+        }
         if keys.is_empty() {
             keys.push(KeyPoint {
                 time: first_time - origin,
                 pts: first.pts,
                 dts: first.dts,
+                clean: false,
             });
         }
         let (frame_ticks, constant_rate) = rate(&times, fallback_ticks);
@@ -388,6 +397,28 @@ mod tests {
         assert_eq!(t.origin, 100);
         assert_eq!(t.times, vec![0, 10]);
         assert_eq!(t.keys.len(), 1);
+    }
+
+    #[test]
+    fn keyframes_are_clean_cuts_only_when_nothing_before_them_is_shown_after() {
+        // Decode order I0 P3 B1 B2 | I4 B5?: a packet before the second keyframe shown after it
+        // (pts 50 > 40) makes that keyframe no clean cut; the third one is.
+        let p = vec![
+            pkt(Some(0), Some(-10), true),
+            pkt(Some(30), Some(0), false),
+            pkt(Some(10), Some(10), false),
+            pkt(Some(50), Some(20), false),
+            pkt(Some(40), Some(30), true),
+            pkt(Some(60), Some(40), false),
+            pkt(Some(70), Some(50), true),
+        ];
+        let t = Timeline::build(&p, 10).unwrap();
+        let clean: Vec<bool> = t.keys.iter().map(|k| k.clean).collect();
+        assert_eq!(clean, vec![true, false, true]);
+        // Without presentation times nothing is known to be clean.
+        let p: Vec<PacketMeta> = (0..4).map(|i| pkt(None, Some(i), i % 2 == 0)).collect();
+        let t = Timeline::build(&p, 1).unwrap();
+        assert!(t.keys.iter().all(|k| !k.clean));
     }
 
     #[test]
