@@ -230,9 +230,9 @@ for ln in read(f"{R}/text_gen.txt").splitlines():
     f = ln.split()
     if len(f) > 8 and all(re.fullmatch(r"[\d.]+", x) for x in f[-7:]):
         ours_text[" ".join(f[:-7])] = (float(f[-6]), float(f[-5]))
-for name, mine in [("SmolLM2-135M-Instruct.Q4_1", ["smollm2-135m q4_1 -> f32", "smollm2-135m q4_1 qmatmul"]),
-                   ("smolvlm2-256m-random-F16", ["smolvlm2-256m-random-F16 -> f32"]),
-                   ("smolvlm2-256m-random-Q8_0", ["smolvlm2-256m-random-Q8_0 -> f32"])]:
+for name, mine in [("SmolLM2-135M-Instruct.Q4_1", ["smollm2-135m q4_1 qgemv", "smollm2-135m q4_1 -> f32"]),
+                   ("smolvlm2-256m-random-F16", ["smolvlm2-256m-random-F16 quantized", "smolvlm2-256m-random-F16 -> f32"]),
+                   ("smolvlm2-256m-random-Q8_0", ["smolvlm2-256m-random-Q8_0 quantized", "smolvlm2-256m-random-Q8_0 -> f32"])]:
     p = f"{R}/llama-bench-{name}.json"
     if not os.path.exists(p):
         continue
@@ -243,9 +243,10 @@ for name, mine in [("SmolLM2-135M-Instruct.Q4_1", ["smollm2-135m q4_1 -> f32", "
             lb[key] = med(e.get("samples_ts") or [e["avg_ts"]])
     for m in mine:
         o = ours_text.get(m)
-        how = "candle QMatMul (8-bit activations)" if "qmatmul" in m else "dequantized to f32 at load (vidlm's default)"
+        f32 = m.endswith("-> f32")
+        how = "dequantized to f32 at load (--dequantize)" if f32 else "as stored (vidlm's default; qgemv with 8-bit activations for quantized types)"
         for i, key in enumerate(["pp512", "tg128"]):
-            tag = " (ours qmatmul)" if "qmatmul" in m else ""
+            tag = " (ours --dequantize)" if f32 else ""
             row(f"text {name} {key}{tag}", o[i] if o else None, lb.get(key), "t/s",
                 f"ours: {how}; llama.cpp on the file's own type", rate=True)
 

@@ -133,6 +133,17 @@ fn child(threads: usize) {
         ));
         let g = gguf.clone();
         runs.push((
+            "smollm2-135m q4_1 qgemv unfused".to_string(),
+            Box::new(move || {
+                let mut m =
+                    vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
+                m.model.use_unfused_decode();
+                let b = m.model.decode_weight_bytes() as f64;
+                (m.model, b)
+            }),
+        ));
+        let g = gguf.clone();
+        runs.push((
             "smollm2-135m q4_1 qgemv".to_string(),
             Box::new(move || {
                 let m = vidlm_models::gguf::GgufChatModel::load(&g, &Device::Cpu, false).unwrap();
@@ -166,15 +177,24 @@ fn child(threads: usize) {
             println!("SKIPPED {}: no such file", f.display());
             continue;
         }
-        let stem = f.file_stem().unwrap_or_default().to_string_lossy();
-        runs.push((
-            format!("{stem} -> f32"),
-            Box::new(move || {
-                let m = vidlm_models::gguf::GgufChatModel::load(&f, &Device::Cpu, true).unwrap();
-                let b = m.model.decode_weight_bytes() as f64;
-                (m.model, b)
-            }),
-        ));
+        let stem = f
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        // As stored (vidlm's default: qgemv for quantized types) and dequantized at load.
+        for dequantize in [false, true] {
+            let f = f.clone();
+            runs.push((
+                format!("{stem} {}", if dequantize { "-> f32" } else { "quantized" }),
+                Box::new(move || {
+                    let m = vidlm_models::gguf::GgufChatModel::load(&f, &Device::Cpu, dequantize)
+                        .unwrap();
+                    let b = m.model.decode_weight_bytes() as f64;
+                    (m.model, b)
+                }),
+            ));
+        }
     }
     if let Ok(only) = std::env::var("VIDLM_BENCH_ONLY") {
         let parts: Vec<&str> = only.split(',').filter(|p| !p.is_empty()).collect();

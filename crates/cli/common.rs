@@ -62,6 +62,11 @@ pub struct PipelineArgs {
     /// Weight and activation dtype: f32 (CPU default), bf16 or f16 (for accelerators).
     #[arg(long, value_parser = ["f32", "bf16", "f16"])]
     pub dtype: Option<String>,
+    /// Expand a GGUF model's quantized text weights to f32 at load, as transformers does (exact
+    /// dequantized logits, more memory, slower decoding). By default they stay quantized, as in
+    /// llama.cpp.
+    #[arg(long)]
+    pub dequantize: bool,
     /// Videos decoded at once.
     #[arg(long, value_name = "N")]
     pub decode_workers: Option<usize>,
@@ -118,6 +123,9 @@ impl PipelineArgs {
         }
         if let Some(d) = &self.dtype {
             cfg.model.dtype = d.parse().context("--dtype")?;
+        }
+        if self.dequantize {
+            cfg.model.dequantize = true;
         }
         if let Some(p) = &self.pool {
             cfg.pooling.method = p.parse().context("--pool")?;

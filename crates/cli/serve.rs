@@ -48,6 +48,10 @@ pub struct Args {
     /// Weight dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     dtype: String,
+    /// Expand GGUF models' quantized text weights to f32 at load (as transformers does); by
+    /// default they stay quantized, as in llama.cpp.
+    #[arg(long)]
+    dequantize: bool,
     /// Require `Authorization: Bearer KEY` (default: the VIDLM_API_KEY environment variable).
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
@@ -138,6 +142,9 @@ impl Args {
         }
         if let Some(d) = &self.device {
             cfg.model.device = d.parse().context("--device")?;
+        }
+        if self.dequantize {
+            cfg.model.dequantize = true;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -99,7 +99,7 @@ unsafe fn gelu_tanh_avx2(dst: &mut [f32], src: &[f32]) {
     gelu_tanh_generic(dst, src)
 }
 
-fn softmax_row(row: &mut [f32]) {
+pub(crate) fn softmax_row(row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
@@ -415,7 +415,7 @@ const GEMV_ROWS: usize = 64;
 
 /// `dot(a, b)` with `LANES` partial sums, so the loop vectorizes.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = ca
@@ -430,6 +430,21 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `w @ x` for a row-major `w` `[w.len() / x.len(), x.len()]`, output rows split over rayon's
+/// threads.
+pub(crate) fn gemv(w: &[f32], x: &[f32]) -> Vec<f32> {
+    let inp = x.len();
+    let mut dst = vec![0f32; w.len() / inp.max(1)];
+    dst.par_chunks_mut(GEMV_ROWS)
+        .zip(w.par_chunks(GEMV_ROWS * inp))
+        .for_each(|(d, rows)| {
+            for (o, row) in d.iter_mut().zip(rows.chunks_exact(inp)) {
+                *o = dot(row, x);
+            }
+        });
+    dst
 }
 
 struct LinearOneRow;
@@ -456,14 +471,7 @@ impl candle_core::CustomOp2 for LinearOneRow {
         if x.len() != inp {
             candle_core::bail!("vidlm-linear-one-row: input of {} for width {inp}", x.len());
         }
-        let mut dst = vec![0f32; out];
-        dst.par_chunks_mut(GEMV_ROWS)
-            .zip(w.par_chunks(GEMV_ROWS * inp))
-            .for_each(|(d, rows)| {
-                for (o, row) in d.iter_mut().zip(rows.chunks_exact(inp)) {
-                    *o = dot(row, x);
-                }
-            });
+        let dst = gemv(w, x);
         let mut shape = xl.dims().to_vec();
         *shape.last_mut().expect("rank >= 1 checked by the caller") = out;
         Ok((CpuStorage::F32(dst), Shape::from(shape)))

@@ -12,6 +12,7 @@
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::ModelError;
@@ -347,6 +348,10 @@ pub struct TextModel {
     dtype: DType,
     hidden: usize,
     pos: usize,
+    /// The norms' epsilon, for the fused decode step.
+    rms_eps: f32,
+    /// Single-token steps on the CPU in f32 take [`TextModel::decode_step_cpu`].
+    fused_decode: bool,
 }
 
 fn rope_tables(
@@ -565,6 +570,8 @@ impl TextModel {
             dtype,
             hidden: h,
             pos: 0,
+            rms_eps: cfg.rms_norm_eps as f32,
+            fused_decode: true,
         })
     }
 
@@ -705,6 +712,8 @@ impl TextModel {
                 dtype: DType::F32,
                 hidden,
                 pos: 0,
+                rms_eps: eps as f32,
+                fused_decode: true,
             },
             cfg,
         ))
@@ -795,6 +804,12 @@ impl TextModel {
         swap(&mut self.lm_head);
     }
 
+    /// Runs single-token steps through candle's ops like longer inputs, instead of the fused
+    /// CPU step ([`TextModel::decode_step_cpu`]): the path before it, for tests and benchmarks.
+    pub fn use_unfused_decode(&mut self) {
+        self.fused_decode = false;
+    }
+
     /// Empties the KV cache.
     pub fn clear_cache(&mut self) {
         self.pos = 0;
@@ -821,6 +836,15 @@ impl TextModel {
                 offset + s,
                 self.max_positions()
             )));
+        }
+        if s == 1
+            && self.fused_decode
+            && self.dtype == DType::F32
+            && embeds.device().is_cpu()
+            && embeds.dtype() == DType::F32
+        {
+            let x: Vec<f32> = embeds.flatten_all()?.to_vec1()?;
+            return Ok(self.decode_step_cpu(x)?);
         }
         let cos = self.cos.narrow(0, offset, s)?;
         let sin = self.sin.narrow(0, offset, s)?;
@@ -857,5 +881,186 @@ impl TextModel {
     pub fn forward_ids(&mut self, ids: &[u32], all_logits: bool) -> Result<Tensor, ModelError> {
         let e = self.embed_ids(ids)?.unsqueeze(0)?;
         self.forward_embeds(&e, all_logits)
+    }
+}
+
+/// Runs `f` on the elements of a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (st, l) = t.storage_and_layout();
+    match (&*st, l.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+            Ok(f(&v[a..b]))
+        }
+        _ => candle_core::bail!("fused decode step: needs a contiguous f32 CPU tensor"),
+    }
+}
+
+/// `x * w / rms(x)` as candle's `rms_norm` computes it (sum of squares in f32).
+fn rms_norm_row(x: &[f32], n: &candle_nn::RmsNorm, eps: f32) -> candle_core::Result<Vec<f32>> {
+    let w = n.clone().into_inner().weight().clone();
+    let sum2: f32 = x.iter().map(|v| v * v).sum();
+    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    with_f32(&w, |w| x.iter().zip(w).map(|(v, w)| v / m * w).collect())
+}
+
+impl Lin {
+    /// `self(x)` for one input row, without tensors where the weight allows: f32 rows through
+    /// [`crate::cpu_ops::gemv`], quantized blocks through [`crate::qgemv::gemv`] on `xq` (the
+    /// input quantized once, shared by the projections that read the same `x`); anything else
+    /// (a bias, f16, candle's `QMatMul`) through [`Module::forward`].
+    fn forward_row(
+        &self,
+        x: &[f32],
+        xq: &mut Option<crate::qgemv::QuantizedRow>,
+    ) -> candle_core::Result<Vec<f32>> {
+        match self {
+            Lin::Dense(l)
+                if l.bias().is_none()
+                    && l.weight().dtype() == DType::F32
+                    && l.weight().is_contiguous() =>
+            {
+                with_f32(l.weight(), |w| crate::cpu_ops::gemv(w, x))
+            }
+            Lin::Quant(QMatMul::Tensor(w)) if w.dtype() == DType::F32 && w.is_contiguous() => {
+                with_f32(w, |w| crate::cpu_ops::gemv(w, x))
+            }
+            Lin::Quant(QMatMul::QTensor(w))
+                if crate::qgemv::supports(w.dtype())
+                    && matches!(w.device(), Device::Cpu)
+                    && x.len() % 32 == 0 =>
+            {
+                let q = xq.get_or_insert_with(|| crate::qgemv::QuantizedRow::new(x));
+                crate::qgemv::gemv(w, q)
+            }
+            _ => {
+                let t = Tensor::from_slice(x, (1, 1, x.len()), &Device::Cpu)?;
+                self.forward(&t)?.flatten_all()?.to_vec1()
+            }
+        }
+    }
+}
+
+/// Rotates every `d`-wide head of `x` by the angles whose cosines and sines are `cos`, `sin`
+/// (`d / 2` each): pairs `(2i, 2i + 1)` when `interleaved` (llama.cpp's layout), else
+/// `(i, i + d / 2)` (transformers'), as candle's `rope_i` / `rope`.
+fn rope_row(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32], interleaved: bool) {
+    let half = d / 2;
+    for head in x.chunks_exact_mut(d) {
+        for i in 0..half {
+            let (c, s) = (cos[i], sin[i]);
+            let (ia, ib) = if interleaved {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + half)
+            };
+            let (a, b) = (head[ia], head[ib]);
+            head[ia] = a * c - b * s;
+            head[ib] = a * s + b * c;
+        }
+    }
+}
+
+/// One query row against `len` cached positions: `kb`, `vb` are `[kv_heads, cap, d]` buffers;
+/// query head `h` reads kv head `h / (heads / kv_heads)`. Heads run in parallel once the cache is
+/// long enough to pay for it.
+#[allow(clippy::too_many_arguments)]
+fn attend_row(
+    q: &[f32],
+    kb: &[f32],
+    vb: &[f32],
+    cap: usize,
+    len: usize,
+    kv_heads: usize,
+    d: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let heads = q.len() / d;
+    let rep = heads / kv_heads;
+    let mut y = vec![0f32; heads * d];
+    let one = |h: usize, out: &mut [f32]| {
+        let g = h / rep;
+        let qh = &q[h * d..(h + 1) * d];
+        let base = g * cap * d;
+        let mut p: Vec<f32> = (0..len)
+            .map(|t| crate::cpu_ops::dot(qh, &kb[base + t * d..base + (t + 1) * d]) * scale)
+            .collect();
+        crate::cpu_ops::softmax_row(&mut p);
+        for (t, &w) in p.iter().enumerate() {
+            let v = &vb[base + t * d..base + (t + 1) * d];
+            for (o, &v) in out.iter_mut().zip(v) {
+                *o += w * v;
+            }
+        }
+    };
+    // Below this many cached positions a head is a few microseconds: not worth a task.
+    if len >= 64 {
+        y.par_chunks_mut(d).enumerate().for_each(|(h, o)| one(h, o));
+    } else {
+        y.chunks_mut(d).enumerate().for_each(|(h, o)| one(h, o));
+    }
+    y
+}
+
+impl TextModel {
+    /// One token through the decoder on the CPU in f32 (`x`: its embedding), on plain slices:
+    /// the same maths as [`TextModel::forward_embeds`] without the ~30 candle ops a layer
+    /// (each allocating its output), with each projection's input quantized once for all the
+    /// projections that read it. Returns the logits `[1, vocab]`.
+    fn decode_step_cpu(&mut self, mut x: Vec<f32>) -> candle_core::Result<Tensor> {
+        let pos = self.pos;
+        let first = self
+            .layers
+            .first()
+            .map(|l| (l.attn.head_dim, l.attn.kv_heads));
+        let (d, _) = first.unwrap_or((self.hidden, 1));
+        let half = d / 2;
+        let row = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
+            with_f32(t, |v| v[pos * half..(pos + 1) * half].to_vec())
+        };
+        let (cos, sin) = (row(&self.cos)?, row(&self.sin)?);
+        let eps = self.rms_eps;
+        let interleaved = self.interleaved_rope;
+        for l in &mut self.layers {
+            let a = &mut l.attn;
+            let h = rms_norm_row(&x, &l.input_norm, eps)?;
+            let mut hq = None;
+            let mut q = a.q.forward_row(&h, &mut hq)?;
+            let mut k = a.k.forward_row(&h, &mut hq)?;
+            let v = a.v.forward_row(&h, &mut hq)?;
+            rope_row(&mut q, a.head_dim, &cos, &sin, interleaved);
+            rope_row(&mut k, a.head_dim, &cos, &sin, interleaved);
+            let shape = (1, a.kv_heads, 1, a.head_dim);
+            a.cache.append(
+                &Tensor::from_vec(k, shape, &Device::Cpu)?,
+                &Tensor::from_vec(v, shape, &Device::Cpu)?,
+            )?;
+            let (kb, vb) = a.cache.kv.as_ref().expect("appended above");
+            let cap = kb.dim(2)?;
+            let scale = (1.0 / (a.head_dim as f64).sqrt()) as f32;
+            let y = with_f32(kb, |kb| {
+                with_f32(vb, |vb| {
+                    attend_row(&q, kb, vb, cap, a.cache.len, a.kv_heads, a.head_dim, scale)
+                })
+            })??;
+            let o = a.o.forward_row(&y, &mut None)?;
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+            let h = rms_norm_row(&x, &l.post_norm, eps)?;
+            let m = &l.mlp;
+            let mut hq = None;
+            let g = m.gate.forward_row(&h, &mut hq)?;
+            let u = m.up.forward_row(&h, &mut hq)?;
+            let gu: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| g / ((-g).exp() + 1.0) * u)
+                .collect();
+            let dn = m.down.forward_row(&gu, &mut None)?;
+            x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
+        }
+        self.pos += 1;
+        let h = rms_norm_row(&x, &self.norm, eps)?;
+        let logits = self.lm_head.forward_row(&h, &mut None)?;
+        let n = logits.len();
+        Tensor::from_vec(logits, (1, n), &Device::Cpu)
     }
 }

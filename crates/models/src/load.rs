@@ -41,8 +41,10 @@ pub struct LoadOptions {
     pub vision_batch: usize,
     /// The vision projector GGUF (`--mmproj`) of a GGUF text model; found next to it when unset.
     pub mmproj: Option<PathBuf>,
-    /// GGUF weights dequantized to f32 at load (true), or kept quantized for candle's quantized
-    /// matmuls (false; these quantize activations to 8 bits, so logits move slightly).
+    /// GGUF text weights dequantized to f32 at load (true, what transformers does), or kept
+    /// quantized (false, the default, what llama.cpp does): decode steps then run
+    /// [`crate::qgemv`]'s kernels on the stored blocks with activations quantized to 8 bits, so
+    /// logits move slightly (measured on the fixtures: crates/models/tests/smollm2_gguf.rs).
     pub gguf_dequantize: bool,
 }
 
@@ -55,7 +57,7 @@ impl Default for LoadOptions {
             max_frames: None,
             vision_batch: 1,
             mmproj: None,
-            gguf_dequantize: true,
+            gguf_dequantize: false,
         }
     }
 }

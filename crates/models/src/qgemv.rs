@@ -423,20 +423,54 @@ pub fn matmul(x: &Tensor, w: &QTensor) -> candle_core::Result<Tensor> {
     matmul_with(x, w, has_avx2())
 }
 
-fn matmul_with(x: &Tensor, w: &QTensor, simd: bool) -> candle_core::Result<Tensor> {
+/// One activation row quantized once to 8-bit blocks, for several weights that read the same
+/// input (a layer's q/k/v projections, its gate and up projections).
+pub(crate) struct QuantizedRow(Q8Row);
+
+impl QuantizedRow {
+    /// Quantizes `x` (its length a multiple of 32, the weights' row length).
+    pub(crate) fn new(x: &[f32]) -> Self {
+        QuantizedRow(Q8Row::new(x))
+    }
+}
+
+/// `w @ x` for one quantized row `x`: [`matmul`] without the tensor round trips, for the fused
+/// decode step.
+///
+/// # Errors
+/// As [`matmul`], and an `x` not as long as the weight's rows.
+pub(crate) fn gemv(w: &QTensor, x: &QuantizedRow) -> candle_core::Result<Vec<f32>> {
+    let (kind, n, k, data) = checked(w)?;
+    if x.0.q.len() != k {
+        candle_core::bail!(
+            "vidlm-qgemv: input of {} for weight {:?}",
+            x.0.q.len(),
+            w.shape()
+        );
+    }
+    Ok(gemv_rows(
+        kind,
+        &data,
+        n,
+        k,
+        std::slice::from_ref(&x.0),
+        has_avx2(),
+    ))
+}
+
+/// The weight's block format, shape and bytes, checked against each other.
+fn checked(w: &QTensor) -> candle_core::Result<(Kind, usize, usize, std::borrow::Cow<'_, [u8]>)> {
     let Some(kind) = Kind::of(w.dtype()) else {
         candle_core::bail!("vidlm-qgemv: weight type {:?} is not supported", w.dtype());
     };
-    if !x.device().is_cpu() || !matches!(w.device(), candle_core::Device::Cpu) {
+    if !matches!(w.device(), candle_core::Device::Cpu) {
         candle_core::bail!("vidlm-qgemv: runs on the CPU");
     }
     let (n, k) = w.shape().dims2()?;
     let (be, bb) = kind.block();
-    if x.dims().last() != Some(&k) || k % be != 0 {
+    if k % be != 0 {
         candle_core::bail!(
-            "vidlm-qgemv: input {:?} for weight {:?} ({:?} blocks of {be})",
-            x.dims(),
-            w.shape(),
+            "vidlm-qgemv: rows of {k} are not whole {:?} blocks",
             w.dtype()
         );
     }
@@ -447,6 +481,21 @@ fn matmul_with(x: &Tensor, w: &QTensor, simd: bool) -> candle_core::Result<Tenso
             data.len(),
             w.dtype(),
             n * (k / be) * bb
+        );
+    }
+    Ok((kind, n, k, data))
+}
+
+fn matmul_with(x: &Tensor, w: &QTensor, simd: bool) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        candle_core::bail!("vidlm-qgemv: runs on the CPU");
+    }
+    let (kind, n, k, data) = checked(w)?;
+    if x.dims().last() != Some(&k) {
+        candle_core::bail!(
+            "vidlm-qgemv: input {:?} for weight {:?}",
+            x.dims(),
+            w.shape()
         );
     }
     let xf: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;

@@ -118,6 +118,11 @@ pub struct ModelConfig {
     pub device: DeviceChoice,
     /// Weight and activation dtype: `f32` (the CPU default), `bf16` or `f16` (for accelerators).
     pub dtype: DtypeChoice,
+    /// GGUF text weights expanded to f32 at load, as transformers loads a GGUF (exact dequantized
+    /// logits; 4-8x the memory of a 4-bit file and about half the decode speed). By default they
+    /// stay quantized and run on quantized kernels with 8-bit activations, as llama.cpp does.
+    /// No effect on safetensors checkpoints.
+    pub dequantize: bool,
 }
 
 impl ModelConfig {
@@ -130,6 +135,7 @@ impl ModelConfig {
             dtype: self.dtype.dtype(),
             device: self.device.device(),
             mmproj: self.mmproj.clone(),
+            gguf_dequantize: self.dequantize,
             ..Default::default()
         }
     }
@@ -200,6 +206,7 @@ impl Default for ModelConfig {
             threads: None,
             device: DeviceChoice::Auto,
             dtype: DtypeChoice::F32,
+            dequantize: false,
         }
     }
 }

@@ -177,6 +177,7 @@ impl Server {
                 max_frames: config.pipeline.model.max_frames,
                 dtype: config.dtype,
                 device: config.pipeline.model.device.device(),
+                gguf_dequantize: config.pipeline.model.dequantize,
                 ..Default::default()
             };
             let setup = worker::WorkerSetup {
