@@ -721,6 +721,20 @@ fn q4_k_m_gguf_with_mmproj_matches_the_library() {
     assert_eq!(lib.generation.token_ids, ids);
     assert_eq!(lib.generation.text, v["answer"].as_str().unwrap());
 
+    // `--dequantize`: the text weights expanded to f32 at load, as the library does when asked.
+    let mut a = args(t);
+    a.push("--dequantize".into());
+    let vd = ask_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let opts = LoadOptions {
+        gguf_dequantize: true,
+        ..LoadOptions::default()
+    };
+    let mut engine = SmolVlmEngine::from_gguf(t, &files, &opts).unwrap();
+    let lib = engine
+        .ask_video(&frames, duration, QUESTION, &params, &mut |_| {})
+        .unwrap();
+    assert_eq!(lib.generation.token_ids, token_ids(&vd));
+
     // The same file with one tensor's type id set to IQ4_NL (20), which candle cannot decode.
     let mut bytes = std::fs::read(&text).unwrap();
     let name = "blk.0.ffn_down.weight";
