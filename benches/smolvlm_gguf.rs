@@ -17,7 +17,7 @@
 //! machine's f32 matmul peak measured here with candle's matmul (the gemm crate the tower runs on).
 //!
 //! ```text
-//! cargo bench --profile dev --config profile.dev.package.vidlm-models.opt-level=3 --bench smolvlm_gguf
+//! cargo bench --workspace --bench smolvlm_gguf
 //! ```
 
 use std::path::PathBuf;

@@ -21,7 +21,7 @@
 //! (benches/llamacpp.sh uses both).
 //!
 //! ```text
-//! cargo bench --profile dev --config 'profile.dev.package.vidlm-models.opt-level=3' --workspace --bench text_gen
+//! cargo bench --workspace --bench text_gen
 //! ```
 
 use std::path::PathBuf;

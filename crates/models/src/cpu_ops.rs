@@ -1,6 +1,7 @@
-//! Fused CPU kernels for the vision towers, where candle's generic ops leave most of the time on
-//! the table: softmax attention without a mask (the scores never leave the cache) and the tanh
-//! GELU, both with a vectorized `exp`.
+//! Fused CPU kernels where candle's generic ops leave most of the time on the table: softmax
+//! attention for the vision towers (no mask; the scores never leave the cache) and for decoder
+//! prompts (causal, grouped-query, over a KV cache), and the tanh GELU, all with a vectorized
+//! `exp`.
 //!
 //! Measured on the SmolVLM2-256M vision tower (1024 tokens, 12 heads of 64, 2 threads): candle's
 //! `q.matmul(k.t())` + `softmax_last_dim` took ~78 ms a layer, more than its four projections and
@@ -182,6 +183,9 @@ struct Attention {
     scale: f32,
     /// `(start, len)` token ranges that attend only within themselves; empty: one range of all.
     segments: Vec<(usize, usize)>,
+    /// Decoder attention: query `i` of `n` sees keys `0..=t - n + i` of `t` (the last `n` keys are
+    /// the queries' own positions), and query head `h` reads kv head `h / (heads / kv_heads)`.
+    causal: bool,
 }
 
 /// Raw output pointer shared by tasks that write disjoint `[rows, head]` blocks.
@@ -209,14 +213,24 @@ impl CustomOp3 for Attention {
             candle_core::bail!("vidlm-attention: needs f32 q, k and v");
         };
         let (b, h, n, d) = ql.shape().dims4()?;
-        if kl.shape() != ql.shape() || vl.shape() != ql.shape() {
+        let (kb, hk, t, kd) = kl.shape().dims4()?;
+        let fits = if self.causal {
+            kb == b && kd == d && hk > 0 && h % hk == 0 && t >= n && self.segments.is_empty()
+        } else {
+            kl.shape() == ql.shape()
+        };
+        if !fits || vl.shape() != kl.shape() {
             candle_core::bail!(
-                "vidlm-attention: q {:?}, k {:?} and v {:?} differ",
+                "vidlm-attention: q {:?}, k {:?} and v {:?} do not fit{}",
                 ql.shape(),
                 kl.shape(),
-                vl.shape()
+                vl.shape(),
+                if self.causal { " (causal)" } else { "" }
             );
         }
+        let rep = h / hk;
+        // Causal: keys before the queries (a KV cache's past).
+        let past = t - n;
         let (qv, kv, vv) = (view(ql, "q")?, view(kl, "k")?, view(vl, "v")?);
         let segments = checked_segments(&self.segments, n)?;
         // Tasks: (batch, head, segment, first row); each owns `ROWS` query rows of one head.
@@ -240,9 +254,14 @@ impl CustomOp3 for Attention {
             .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
                 let (bi, hi, s, len, r) = task;
                 let rows = ROWS.min(len - r);
-                scores.resize(rows * len, 0.0);
-                let at =
-                    |vw: View, row: usize| vw.start + bi * vw.s[0] + hi * vw.s[1] + row * vw.s[2];
+                // Keys this block reads: its segment's, or causally every one up to its last row.
+                let keys = if self.causal { past + r + rows } else { len };
+                scores.resize(rows * keys, 0.0);
+                let at_h = |vw: View, hi: usize, row: usize| {
+                    vw.start + bi * vw.s[0] + hi * vw.s[1] + row * vw.s[2]
+                };
+                let at = |vw: View, row: usize| at_h(vw, hi, row);
+                let hkv = hi / rep;
                 let o = optr;
                 // SAFETY: the offsets stay inside q, k, v (their layouts describe these shapes; the
                 // rows are inside the segment, checked above), `scores` holds rows x len, and the
@@ -251,16 +270,16 @@ impl CustomOp3 for Attention {
                     // scores = scale * Q[rows] K[seg]^T
                     gemm::gemm(
                         rows,
-                        len,
+                        keys,
                         d,
                         scores.as_mut_ptr(),
                         1,
-                        len as isize,
+                        keys as isize,
                         false,
                         q.as_ptr().add(at(qv, s + r)),
                         qv.s[3] as isize,
                         qv.s[2] as isize,
-                        k.as_ptr().add(at(kv, s)),
+                        k.as_ptr().add(at_h(kv, hkv, s)),
                         kv.s[2] as isize,
                         kv.s[3] as isize,
                         0.0,
@@ -270,23 +289,26 @@ impl CustomOp3 for Attention {
                         false,
                         gemm::Parallelism::None,
                     );
-                    for row in scores.chunks_exact_mut(len) {
-                        softmax_row(row);
+                    for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+                        // Causal: keys past this query's position get weight 0.
+                        let seen = if self.causal { past + r + i + 1 } else { keys };
+                        softmax_row(&mut row[..seen]);
+                        row[seen..].fill(0.0);
                     }
                     // out[rows, hi] = P V[seg]
                     let dst = o.0.add(((bi * n + s + r) * h + hi) * d);
                     gemm::gemm(
                         rows,
                         d,
-                        len,
+                        keys,
                         dst,
                         1,
                         (h * d) as isize,
                         false,
                         scores.as_ptr(),
                         1,
-                        len as isize,
-                        v.as_ptr().add(at(vv, s)),
+                        keys as isize,
+                        v.as_ptr().add(at_h(vv, hkv, s)),
                         vv.s[3] as isize,
                         vv.s[2] as isize,
                         0.0,
@@ -331,21 +353,107 @@ pub fn attention(
     scale: f64,
     segments: &[(usize, usize)],
 ) -> candle_core::Result<Tensor> {
-    let fused = q.device().is_cpu()
-        && [q, k, v]
-            .iter()
-            .all(|t| t.dtype() == DType::F32 && t.rank() == 4);
-    if fused {
+    if fusable([q, k, v]) {
         return q.apply_op3_no_bwd(
             k,
             v,
             &Attention {
                 scale: scale as f32,
                 segments: segments.to_vec(),
+                causal: false,
             },
         );
     }
     reference_attention(q, k, v, scale, segments)
+}
+
+/// Causal grouped-query attention, as a decoder's prefill runs it: `q` `[batch, heads, n,
+/// head_dim]` against `k`, `v` `[batch, kv_heads, t, head_dim]` (`t >= n`: the last `n` keys are
+/// the queries' own positions, the ones before a KV cache's past; `heads` a multiple of
+/// `kv_heads`, query head `h` reading kv head `h / (heads / kv_heads)`); query `i` attends keys
+/// `0..=t - n + i`. Returns `[batch, n, heads, head_dim]`. Strided views (a cache buffer's first
+/// `t` positions) are read in place.
+///
+/// On the CPU in f32 it runs as [`attention`] does (score blocks in cache, the vectorized
+/// softmax over the visible keys only); other devices and dtypes take [`causal_attention_reference`].
+///
+/// # Errors
+/// Shapes that do not fit as above, and candle's errors.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let q = Tensor::randn(0f32, 1.0, (1, 4, 3, 8), &Device::Cpu)?;
+/// let kv = Tensor::randn(0f32, 1.0, (1, 2, 5, 8), &Device::Cpu)?;
+/// let out = vidlm_models::cpu_ops::causal_attention(&q, &kv, &kv, 0.35)?;
+/// assert_eq!(out.dims(), &[1, 3, 4, 8]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    if fusable([q, k, v]) {
+        return q.apply_op3_no_bwd(
+            k,
+            v,
+            &Attention {
+                scale: scale as f32,
+                segments: Vec::new(),
+                causal: true,
+            },
+        );
+    }
+    causal_attention_reference(q, k, v, scale)
+}
+
+/// [`causal_attention`] with candle's ops: the query heads of one kv head stacked into one
+/// matmul against its keys, an additive mask of `-inf` above the diagonal, softmax in f32.
+///
+/// # Errors
+/// As [`causal_attention`].
+pub fn causal_attention_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let (b, h, n, d) = q.dims4()?;
+    let (_, hk, t, _) = k.dims4()?;
+    if hk == 0 || h % hk != 0 || t < n {
+        candle_core::bail!(
+            "vidlm-attention: q {:?} and k {:?} do not fit (causal)",
+            q.dims(),
+            k.dims()
+        );
+    }
+    let rep = h / hk;
+    let past = t - n;
+    let mut m = vec![0f32; n * t];
+    for i in 0..n {
+        m[i * t + past + i + 1..(i + 1) * t].fill(f32::NEG_INFINITY);
+    }
+    let mask = Tensor::from_vec(m, (n, t), q.device())?;
+    let in_dtype = q.dtype();
+    let q = q.contiguous()?.reshape((b, hk, rep * n, d))?;
+    let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+    let att = att
+        .reshape((b, hk, rep, n, t))?
+        .broadcast_add(&mask)?
+        .reshape((b, hk, rep * n, t))?;
+    let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(in_dtype)?;
+    att.matmul(&v.contiguous()?)?
+        .reshape((b, h, n, d))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// Whether q, k and v take the fused kernel: f32 CPU tensors of rank 4 (any strides).
+fn fusable(qkv: [&Tensor; 3]) -> bool {
+    qkv.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 4)
 }
 
 /// The segments sorted, checked to be non-empty, disjoint and inside `n` tokens; none means all.
@@ -619,6 +727,46 @@ mod tests {
                 &other.narrow(1, 20, 67).unwrap()
             ) > 1e-3
         );
+    }
+
+    /// Causal grouped-query attention against candle's masked matmul + softmax: kv heads shared
+    /// by 3 query heads, row counts that end blocks partway (130 = 128 + 2), a past of 0 and of
+    /// 17 keys, keys and values as strided views of a larger cache buffer.
+    #[test]
+    fn causal_attention_matches_candle_with_a_cache_and_grouped_heads() {
+        let dev = Device::Cpu;
+        for &(n, past) in &[(1, 0), (5, 0), (130, 0), (3, 17), (130, 17)] {
+            let (b, hk, rep, d) = (2, 2, 3, 16);
+            let t = past + n;
+            let q = Tensor::randn(0f32, 1.0, (b, hk * rep, n, d), &dev).unwrap();
+            let cap = t + 9;
+            let kbuf = Tensor::randn(0f32, 1.0, (b, hk, cap, d), &dev).unwrap();
+            let vbuf = Tensor::randn(0f32, 1.0, (b, hk, cap, d), &dev).unwrap();
+            let (k, v) = (kbuf.narrow(2, 0, t).unwrap(), vbuf.narrow(2, 0, t).unwrap());
+            let ours = causal_attention(&q, &k, &v, 0.3).unwrap();
+            let want = causal_attention_reference(&q, &k, &v, 0.3).unwrap();
+            assert_eq!(ours.dims(), &[b, n, hk * rep, d]);
+            let diff = max_abs_diff(&ours, &want);
+            assert!(diff < 1e-5, "n {n} past {past}: max abs diff {diff}");
+            // Causality: changing the last key moves only the last query's output.
+            if n > 1 {
+                let k2 = kbuf
+                    .slice_assign(
+                        &[0..b, 0..hk, t - 1..t, 0..d],
+                        &Tensor::ones((b, hk, 1, d), DType::F32, &dev).unwrap(),
+                    )
+                    .unwrap();
+                let other = causal_attention(&q, &k2.narrow(2, 0, t).unwrap(), &v, 0.3).unwrap();
+                let before = |x: &Tensor| x.narrow(1, 0, n - 1).unwrap();
+                assert_eq!(max_abs_diff(&before(&ours), &before(&other)), 0.0);
+                assert!(max_abs_diff(&ours, &other) > 1e-4);
+            }
+        }
+        let q = Tensor::randn(0f32, 1.0, (1, 4, 6, 8), &dev).unwrap();
+        let short = Tensor::randn(0f32, 1.0, (1, 2, 5, 8), &dev).unwrap();
+        assert!(causal_attention(&q, &short, &short, 1.0).is_err());
+        let odd = Tensor::randn(0f32, 1.0, (1, 3, 6, 8), &dev).unwrap();
+        assert!(causal_attention(&q, &odd, &odd, 1.0).is_err());
     }
 
     #[test]

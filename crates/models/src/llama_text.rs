@@ -9,7 +9,7 @@
 //! and K by the same permutation leaves every attention score `q . k` unchanged, so the outputs equal
 //! the HF layout's.
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -198,6 +198,10 @@ pub enum Lin {
     /// candle's `QMatMul` for every shape: the path before [`crate::qgemv`], kept for comparison
     /// ([`TextModel::use_candle_qmatmul`]).
     CandleQuant(QMatMul),
+    /// An f16 weight `[out, in]` on the CPU with f32 activations (a GGUF F16 tensor kept as
+    /// stored): up to [`QGEMV_MAX_ROWS`] rows through [`crate::qgemv::matmul_f16`] (half the
+    /// bytes of an f32 copy per decode step), more rows convert it to f32 for that call's gemm.
+    F16(Tensor),
 }
 
 /// Rows up to which a quantized [`Lin`] on the CPU runs [`crate::qgemv`] rather than dequantizing
@@ -218,7 +222,8 @@ impl Lin {
                 q.storage_size_in_bytes()
             }
             Lin::Quant(QMatMul::Tensor(w) | QMatMul::TensorF16(w))
-            | Lin::CandleQuant(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => t(w),
+            | Lin::CandleQuant(QMatMul::Tensor(w) | QMatMul::TensorF16(w))
+            | Lin::F16(w) => t(w),
         }
     }
 }
@@ -242,6 +247,13 @@ impl Module for Lin {
                 }
             }
             Lin::Quant(q) | Lin::CandleQuant(q) => q.forward(xs),
+            Lin::F16(w) => {
+                if xs.elem_count() <= QGEMV_MAX_ROWS * w.dim(1)? {
+                    crate::qgemv::matmul_f16(xs, w)
+                } else {
+                    xs.broadcast_matmul(&crate::qgemv::f16_to_f32(w)?.t()?)
+                }
+            }
         }
     }
 }
@@ -409,7 +421,6 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         interleaved: bool,
-        mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let q = self
@@ -441,28 +452,12 @@ impl Attention {
             )
         };
         let (k, v) = self.cache.append(&k, &v.contiguous()?)?;
-        // Grouped-query attention without repeating K/V: query head h uses kv head h / rep, so the
-        // `rep` query heads of one kv head (times `s` positions) form one matrix multiplied against
-        // that kv head's keys. The cache views are strided (capacity > length); matmul reads them
-        // in place.
-        let rep = self.heads / self.kv_heads;
-        let total = k.dim(2)?;
-        let q = q.reshape((b, self.kv_heads, rep * s, self.head_dim))?;
+        // Grouped-query attention without repeating K/V, the cache views (capacity > length) read
+        // in place; fused on the CPU in f32, candle's ops elsewhere.
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let in_dtype = q.dtype();
-        let mut att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
-        if let Some(m) = mask {
-            att = att
-                .reshape((b, self.kv_heads, rep, s, total))?
-                .broadcast_add(m)?
-                .reshape((b, self.kv_heads, rep * s, total))?;
-        }
-        let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(in_dtype)?;
-        let y = att.matmul(&v)?.reshape((b, self.heads, s, self.head_dim))?;
-        let y = y
-            .transpose(1, 2)?
-            .reshape((b, s, self.heads * self.head_dim))?;
-        self.o.forward(&y)
+        let y = crate::cpu_ops::causal_attention(&q, &k, &v, scale)?;
+        self.o
+            .forward(&y.reshape((b, s, self.heads * self.head_dim))?)
     }
 }
 
@@ -471,17 +466,6 @@ impl Mlp {
         let g = self.gate.forward(x)?.silu()?;
         self.down.forward(&(g * self.up.forward(x)?)?)
     }
-}
-
-fn causal_mask(s: usize, offset: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let total = s + offset;
-    let mut m = vec![0f32; s * total];
-    for i in 0..s {
-        for j in (i + offset + 1)..total {
-            m[i * total + j] = f32::NEG_INFINITY;
-        }
-    }
-    Tensor::from_vec(m, (s, total), device)
 }
 
 fn map_load<T>(r: candle_core::Result<T>, what: &str) -> Result<T, ModelError> {
@@ -633,7 +617,7 @@ impl TextModel {
                 let w = t.dequantize(device)?;
                 Ok(Lin::Dense(candle_nn::Linear::new(w, None)))
             } else {
-                Ok(Lin::Quant(QMatMul::from_qtensor(t)?))
+                stored_lin(t)
             }
         };
         let norm = |reader: &mut R, name: &str| -> Result<candle_nn::RmsNorm, ModelError> {
@@ -674,7 +658,7 @@ impl TextModel {
         } else if dequantize {
             Lin::Dense(candle_nn::Linear::new(embed.clone(), None))
         } else {
-            Lin::Quant(QMatMul::from_qtensor(embed_q)?)
+            stored_lin(embed_q)?
         };
         let cfg = TextConfig {
             vocab_size: vocab,
@@ -848,18 +832,11 @@ impl TextModel {
         }
         let cos = self.cos.narrow(0, offset, s)?;
         let sin = self.sin.narrow(0, offset, s)?;
-        let mask = if s > 1 {
-            Some(causal_mask(s, offset, embeds.device())?)
-        } else {
-            None
-        };
         let mut x = embeds.to_dtype(self.dtype)?;
         for l in &mut self.layers {
             let r = x.clone();
             let h = l.input_norm.forward(&x)?;
-            let h = l
-                .attn
-                .forward(&h, &cos, &sin, self.interleaved_rope, mask.as_ref())?;
+            let h = l.attn.forward(&h, &cos, &sin, self.interleaved_rope)?;
             let x2 = (r + h)?;
             let h = l.mlp.forward(&l.post_norm.forward(&x2)?)?;
             x = (x2 + h)?;
@@ -882,6 +859,17 @@ impl TextModel {
         let e = self.embed_ids(ids)?.unsqueeze(0)?;
         self.forward_embeds(&e, all_logits)
     }
+}
+
+/// A GGUF weight kept as stored: F16 on the CPU as [`Lin::F16`] (candle's `QMatMul` would expand
+/// it to f32), block formats as [`Lin::Quant`].
+fn stored_lin(t: QTensor) -> Result<Lin, ModelError> {
+    if t.dtype() == GgmlDType::F16 && matches!(t.device(), Device::Cpu) {
+        let (n, k) = t.shape().dims2()?;
+        let w = Tensor::from_raw_buffer(&t.data()?, DType::F16, &[n, k], &Device::Cpu)?;
+        return Ok(Lin::F16(w));
+    }
+    Ok(Lin::Quant(QMatMul::from_qtensor(t)?))
 }
 
 /// Runs `f` on the elements of a contiguous f32 CPU tensor.
@@ -931,6 +919,9 @@ impl Lin {
             {
                 let q = xq.get_or_insert_with(|| crate::qgemv::QuantizedRow::new(x));
                 crate::qgemv::gemv(w, q)
+            }
+            Lin::F16(w) if w.dim(1)? == x.len() => {
+                crate::qgemv::with_f16(w, |w| crate::qgemv::gemv_f16(w, x))
             }
             _ => {
                 let t = Tensor::from_slice(x, (1, 1, x.len()), &Device::Cpu)?;

@@ -16,6 +16,9 @@
 //!
 //! A few rows at once (a short prompt) reuse each weight row from L1 for every activation row, so
 //! they cost little more than one; see [`matmul`].
+//!
+//! GGUF F16 weights take [`matmul_f16`]: the weight read as stored (2 bytes an element, half the
+//! f32 copy's), converted lane by lane with F16C, the activation kept in f32.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Tensor};
@@ -363,6 +366,21 @@ fn dot_row(kind: Kind, row: &[u8], x: &Q8Row, simd: bool) -> f32 {
     dot_row_generic(kind, row, x)
 }
 
+/// `[n, m]` (each weight row's outputs for the `m` activation rows, as the tasks write them) to
+/// `[m, n]`.
+fn to_row_major(t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
+    if m == 1 {
+        return t;
+    }
+    let mut y = vec![0f32; n * m];
+    for (r, tr) in t.chunks_exact(m).enumerate() {
+        for (i, &v) in tr.iter().enumerate() {
+            y[i * n + r] = v;
+        }
+    }
+    y
+}
+
 /// `y[i][r] = dot(w[r], x[i])` for the quantized activation rows `xs`, output `[m, n]` row-major.
 fn gemv_rows(kind: Kind, w: &[u8], n: usize, k: usize, xs: &[Q8Row], simd: bool) -> Vec<f32> {
     let (be, bb) = kind.block();
@@ -382,16 +400,7 @@ fn gemv_rows(kind: Kind, w: &[u8], n: usize, k: usize, xs: &[Q8Row], simd: bool)
                 }
             }
         });
-    if m == 1 {
-        return t;
-    }
-    let mut y = vec![0f32; n * m];
-    for (r, tr) in t.chunks_exact(m).enumerate() {
-        for (i, &v) in tr.iter().enumerate() {
-            y[i * n + r] = v;
-        }
-    }
-    y
+    to_row_major(t, n, m)
 }
 
 /// `x @ w.t()` for a quantized `w` `[n, k]` of a [`supports`]ed type and an f32 `x` `[.., k]` on
@@ -410,13 +419,15 @@ fn gemv_rows(kind: Kind, w: &[u8], n: usize, k: usize, xs: &[Q8Row], simd: bool)
 /// ```
 /// use candle_core::quantized::{GgmlDType, QTensor};
 /// use candle_core::{Device, Tensor};
-/// let w = Tensor::randn(0f32, 1.0, (8, 64), &Device::Cpu)?;
+/// let dev = Device::Cpu;
+/// let w = (Tensor::arange(0f32, 512.0, &dev)? * 0.37)?.sin()?.reshape((8, 64))?;
 /// let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
-/// let x = Tensor::randn(0f32, 1.0, (1, 64), &Device::Cpu)?;
+/// let x = (Tensor::arange(0f32, 64.0, &dev)? * 0.11)?.cos()?.reshape((1, 64))?;
 /// let y = vidlm_models::qgemv::matmul(&x, &q)?;
-/// let want = x.matmul(&q.dequantize(&Device::Cpu)?.t()?)?;
+/// let want = x.matmul(&q.dequantize(&dev)?.t()?)?;
 /// let err: f32 = (y - want)?.abs()?.max_all()?.to_scalar()?;
-/// assert!(err < 0.1);
+/// // Each of the 64 activations moves by at most max|x| / 254 = 1 / 254; |w| <= 1.
+/// assert!(err <= 64.0 / 254.0);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn matmul(x: &Tensor, w: &QTensor) -> candle_core::Result<Tensor> {
@@ -506,6 +517,173 @@ fn matmul_with(x: &Tensor, w: &QTensor, simd: bool) -> candle_core::Result<Tenso
         .last_mut()
         .expect("x has rank >= 1: it has a last dim") = n;
     Tensor::from_vec(y, shape, x.device())
+}
+
+/// One f16 weight row against one f32 activation row, summed in f32 (portable twin of
+/// [`avx2_f16::dot`]).
+fn dot_f16_generic(w: &[f16], x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (cw, cx) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
+    let tail: f32 = cw
+        .remainder()
+        .iter()
+        .zip(cx.remainder())
+        .map(|(w, x)| w.to_f32() * x)
+        .sum();
+    for (w, x) in cw.zip(cx) {
+        for ((s, w), x) in acc.iter_mut().zip(w).zip(x) {
+            *s += w.to_f32() * x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2_f16 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// [`super::dot_f16_generic`] with F16C conversions and four FMA accumulators.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C; `w` and `x` have the same length.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot(w: &[f16], x: &[f32]) -> f32 {
+        let n = w.len().min(x.len());
+        let (wp, xp) = (w.as_ptr() as *const u16, x.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, a) in a.iter_mut().enumerate() {
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i + 8 * j) as *const __m128i));
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i + 8 * j)), *a);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i) as *const __m128i));
+            a[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp.add(i)), a[0]);
+            i += 8;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        let mut sum = _mm_cvtss_f32(s);
+        for j in i..n {
+            sum += w[j].to_f32() * x[j];
+        }
+        sum
+    }
+}
+
+#[inline(always)]
+fn dot_f16(w: &[f16], x: &[f32], simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only set when has_avx2() holds (AVX2, FMA and F16C).
+        return unsafe { avx2_f16::dot(w, x) };
+    }
+    let _ = simd;
+    dot_f16_generic(w, x)
+}
+
+/// `y[i][r] = dot(w[r], x[i])` for an f16 weight `w` `[n, k]` row-major and `m` f32 activation
+/// rows `xs` `[m, k]`; output `[m, n]`, rows split over rayon's pool. GGUF F16 weights stay f16
+/// (half the bytes a decode step reads, as llama.cpp); the activations stay f32, so the only
+/// rounding is the weights' own.
+fn gemv_f16_rows(w: &[f16], k: usize, xs: &[f32], simd: bool) -> Vec<f32> {
+    let n = w.len() / k.max(1);
+    let m = xs.len() / k.max(1);
+    let per_task = n.div_ceil(8 * rayon::current_num_threads()).max(16);
+    let mut t = vec![0f32; n * m];
+    t.par_chunks_mut(per_task * m)
+        .zip(w.par_chunks(per_task * k))
+        .for_each(|(out, rows)| {
+            for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(k)) {
+                for (o, x) in o.iter_mut().zip(xs.chunks_exact(k)) {
+                    *o = dot_f16(row, x, simd);
+                }
+            }
+        });
+    to_row_major(t, n, m)
+}
+
+/// `w @ x` for one f32 row `x` and an f16 weight `w` `[w.len() / x.len(), x.len()]`: the fused
+/// decode step's product for GGUF F16 weights.
+pub(crate) fn gemv_f16(w: &[f16], x: &[f32]) -> Vec<f32> {
+    gemv_f16_rows(w, x.len(), x, has_avx2())
+}
+
+/// `x @ w.t()` for an f16 weight `w` `[n, k]` and an f32 `x` `[.., k]` on the CPU, the weight read
+/// as stored (converted to f32 lane by lane, products and sums in f32). Meant for few rows, as
+/// [`matmul`]: every row is a pass over the weight.
+///
+/// # Errors
+/// `w` not a contiguous 2-D f16 CPU tensor, or `x`'s last dimension not `k`.
+///
+/// # Example
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// let dev = Device::Cpu;
+/// let w = (Tensor::arange(0f32, 320.0, &dev)? * 0.37)?.sin()?.reshape((8, 40))?;
+/// let w = w.to_dtype(DType::F16)?;
+/// let x = (Tensor::arange(0f32, 80.0, &dev)? * 0.11)?.cos()?.reshape((2, 40))?;
+/// let y = vidlm_models::qgemv::matmul_f16(&x, &w)?;
+/// let want = x.matmul(&w.to_dtype(DType::F32)?.t()?)?;
+/// let err: f32 = (y - want)?.abs()?.max_all()?.to_scalar()?;
+/// assert!(err < 1e-4);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn matmul_f16(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    matmul_f16_with(x, w, has_avx2())
+}
+
+fn matmul_f16_with(x: &Tensor, w: &Tensor, simd: bool) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    if !x.device().is_cpu() || x.dims().last() != Some(&k) {
+        candle_core::bail!(
+            "vidlm-qgemv: input {:?} on {:?} for f16 weight {:?}",
+            x.dims(),
+            x.device().location(),
+            w.shape()
+        );
+    }
+    let xf: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let y = with_f16(w, |w| gemv_f16_rows(w, k, &xf, simd))?;
+    let mut shape = x.dims().to_vec();
+    *shape
+        .last_mut()
+        .expect("x has rank >= 1: it has a last dim") = n;
+    Tensor::from_vec(y, shape, x.device())
+}
+
+/// An f32 copy of a contiguous f16 CPU tensor, converted in parallel chunks with F16C where the
+/// CPU has it (half's slice conversion; candle's `to_dtype` converts one element at a time): what
+/// a long prompt multiplies by.
+pub(crate) fn f16_to_f32(w: &Tensor) -> candle_core::Result<Tensor> {
+    use half::slice::HalfFloatSliceExt;
+    const CHUNK: usize = 1 << 16;
+    let v = with_f16(w, |h| {
+        let mut v = vec![0f32; h.len()];
+        v.par_chunks_mut(CHUNK)
+            .zip(h.par_chunks(CHUNK))
+            .for_each(|(d, s)| s.convert_to_f32_slice(d));
+        v
+    })?;
+    Tensor::from_vec(v, w.shape(), w.device())
+}
+
+/// Runs `f` on the elements of a contiguous f16 CPU tensor.
+pub(crate) fn with_f16<R>(t: &Tensor, f: impl FnOnce(&[f16]) -> R) -> candle_core::Result<R> {
+    let (st, l) = t.storage_and_layout();
+    match (&*st, l.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F16(v)), Some((a, b))) => {
+            Ok(f(&v[a..b]))
+        }
+        _ => candle_core::bail!("vidlm-qgemv: needs a contiguous f16 CPU tensor"),
+    }
 }
 
 #[cfg(test)]
@@ -612,6 +790,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// f16 weights: the F16C kernel and its portable twin against the f64 sum of the same f16
+    /// values times the f32 activations, over lengths that leave every tail (not a multiple of 32
+    /// or 8), one row and several.
+    #[test]
+    fn f16_kernels_match_the_f64_product() {
+        let dev = Device::Cpu;
+        for &(n, k, m) in &[
+            (1, 1, 1),
+            (37, 7, 1),
+            (70, 45, 3),
+            (19, 576, 1),
+            (33, 1536, 2),
+        ] {
+            let seed = (n * 100 + k) as u64;
+            let wv: Vec<f16> = rand_vec(n * k, seed)
+                .iter()
+                .map(|v| f16::from_f32(v * 4.0))
+                .collect();
+            let xv = rand_vec(m * k, seed + 1);
+            let w = Tensor::from_slice(&wv, (n, k), &dev).unwrap();
+            let x = Tensor::from_slice(&xv, (m, k), &dev).unwrap();
+            let mut outs = vec![matmul_f16_with(&x, &w, false).unwrap()];
+            if has_avx2() {
+                outs.push(matmul_f16_with(&x, &w, true).unwrap());
+            } else {
+                println!("no AVX2/FMA/F16C here: the F16C kernel is not run");
+            }
+            for o in &outs {
+                assert_eq!(o.dims(), &[m, n]);
+                let o: Vec<f32> = o.flatten_all().unwrap().to_vec1().unwrap();
+                for i in 0..m {
+                    for r in 0..n {
+                        let (mut exact, mut mag) = (0f64, 0f64);
+                        for j in 0..k {
+                            let p = wv[r * k + j].to_f64() * xv[i * k + j] as f64;
+                            exact += p;
+                            mag += p.abs();
+                        }
+                        let got = o[i * n + r] as f64;
+                        assert!(
+                            (got - exact).abs() <= 1e-6 * mag + 1e-7,
+                            "n={n} k={k} row {r} of x{i}: {got} vs {exact}"
+                        );
+                    }
+                }
+            }
+            // The one-row entry of the fused decode step is the same product.
+            if m == 1 {
+                let y = gemv_f16(&wv, &xv);
+                let o: Vec<f32> = outs[outs.len() - 1]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                assert_eq!(y, o);
+            }
+        }
+        let w = Tensor::zeros((4, 8), DType::F16, &dev).unwrap();
+        let x = Tensor::zeros((1, 9), DType::F32, &dev).unwrap();
+        assert!(matmul_f16(&x, &w).is_err());
+        let w32 = Tensor::zeros((4, 9), DType::F32, &dev).unwrap();
+        assert!(matmul_f16(&x, &w32).is_err());
     }
 
     #[test]

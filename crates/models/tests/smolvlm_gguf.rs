@@ -4,7 +4,8 @@
 //! tools/make_gguf_fixtures.py. On the same 4-frame video prompt:
 //! - f32 and f16: the prompt ids and the greedy tokens are identical to the safetensors path; the
 //!   logits at every prompt position agree within 1e-4 (f32; measured 5.5e-7) and 5e-3 (f16, the
-//!   weights rounded to half; measured 6.7e-4) of max |logit|;
+//!   weights rounded to half; measured 6.7e-4) of max |logit|, f16 both dequantized at load and
+//!   kept as stored;
 //! - q8_0 (text and vision weights in 8-bit blocks): logits within 5e-2 of max |logit| (measured
 //!   1.7e-2 dequantized at load, 2.1e-2 on candle's quantized matmuls; the 16 greedy tokens were
 //!   the same); the Q8_0 projector alone (f32 text) costs 1.4e-2, most of it, same tokens.
@@ -131,6 +132,15 @@ fn f32_gguf_gives_the_safetensors_tokens() {
 #[test]
 fn f16_gguf_gives_the_safetensors_tokens() {
     let (d, same) = compare("F16", true);
+    assert!(d < 5e-3, "{d}");
+    assert!(same);
+}
+
+/// The default load keeps F16 text weights as stored (`Lin::F16`): the prompt through the f32
+/// gemm on the converted weight, every decode step on the f16 weights themselves.
+#[test]
+fn f16_gguf_as_stored_gives_the_safetensors_tokens() {
+    let (d, same) = compare("F16", false);
     assert!(d < 5e-3, "{d}");
     assert!(same);
 }
@@ -308,4 +318,45 @@ fn bad_gguf_inputs_give_clear_errors() {
     std::fs::write(&alone, b"not a gguf file").unwrap();
     let e = load_err(&alone, Some(mmproj_gguf("F32")));
     assert!(e.to_string().contains("not a GGUF file"), "{e}");
+}
+
+/// Decode steps on F16 text weights kept as stored (the default) against the same file expanded
+/// to f32 at load: both multiply the same values (f16 to f32 is exact), so only the order of the
+/// f32 sums may differ. The stored model reads half the bytes a step.
+#[test]
+fn f16_decode_steps_as_stored_match_the_f32_copy() {
+    use candle_core::Device;
+    use vidlm_models::llama_text::TextModel;
+    let open = |dequantize: bool| {
+        let (ct, mut f) = vidlm_models::gguf::open(&text_gguf("F16")).unwrap();
+        TextModel::from_gguf(&ct, &mut f, &Device::Cpu, dequantize)
+            .unwrap()
+            .0
+    };
+    let (mut stored, mut f32_copy) = (open(false), open(true));
+    let (half, full) = (stored.decode_weight_bytes(), f32_copy.decode_weight_bytes());
+    // Norms stay f32 in both, so a little over half.
+    assert!(
+        half * 2 < full * 11 / 10 && half * 2 > full * 9 / 10,
+        "stored {half} B vs f32 {full} B per step"
+    );
+    let prompt: Vec<u32> = (0..30u32).map(|i| (i * 53 + 11) % 200).collect();
+    let tokens: Vec<u32> = (0..10u32).map(|i| (i * 37 + 5) % 200).collect();
+    for m in [&mut stored, &mut f32_copy] {
+        m.clear_cache();
+    }
+    // A 30-token prompt (the f32 gemm on the converted weight), then one token at a time (the
+    // fused step on the f16 rows), and a 3-token chunk (the few-rows path).
+    let mut worst = 0f32;
+    let mut steps: Vec<Vec<u32>> = vec![prompt];
+    steps.extend(tokens.iter().map(|&t| vec![t]));
+    steps.push(vec![7, 8, 9]);
+    for ids in &steps {
+        let a = stored.forward_ids(ids, true).unwrap();
+        let b = f32_copy.forward_ids(ids, true).unwrap();
+        assert_eq!(a.dims(), b.dims());
+        worst = worst.max(rel_diff(&a, &b));
+    }
+    eprintln!("F16 as stored vs f32 copy, worst logit difference {worst:.3e} of max|logit|");
+    assert!(worst < 1e-5, "{worst}");
 }

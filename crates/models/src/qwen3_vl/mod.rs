@@ -319,23 +319,6 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
 }
 
-/// Softmax attention without mask over `[b, h, q, d]` x `[b, h, k, d]` (scaled), plus an optional
-/// additive mask of `[q, k]`.
-fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    mask: Option<&Tensor>,
-) -> candle_core::Result<Tensor> {
-    let mut w = (q.matmul(&k.t()?)? * scale)?;
-    if let Some(m) = mask {
-        w = w.broadcast_add(m)?;
-    }
-    let w = candle_nn::ops::softmax_last_dim(&w)?;
-    w.matmul(v)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Vision tower
 
@@ -674,13 +657,7 @@ impl TextLayer {
         })
     }
 
-    fn forward(
-        &mut self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&mut self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
         let (nh, nkv, hd) = self.heads;
         let (b, s, _) = x.dims3()?;
         let h = self.ln1.forward(x)?;
@@ -705,26 +682,9 @@ impl TextLayer {
             None => (k, v.contiguous()?),
         };
         self.cache = Some((k.clone(), v.clone()));
-        let rep = nh / nkv;
-        let (k, v) = if rep > 1 {
-            let kv_len = k.dim(2)?;
-            let expand = |t: &Tensor| -> candle_core::Result<Tensor> {
-                t.unsqueeze(2)?
-                    .expand((b, nkv, rep, kv_len, hd))?
-                    .reshape((b, nh, kv_len, hd))
-            };
-            (expand(&k)?, expand(&v)?)
-        } else {
-            (k, v)
-        };
-        let a = attention(
-            &q.contiguous()?,
-            &k.contiguous()?,
-            &v.contiguous()?,
-            (hd as f64).powf(-0.5),
-            mask,
-        )?;
-        let a = a.transpose(1, 2)?.reshape((b, s, nh * hd))?;
+        // Causal over the cache, each kv head serving its group of query heads in place.
+        let a = cpu_ops::causal_attention(&q.contiguous()?, &k, &v, (hd as f64).powf(-0.5))?
+            .reshape((b, s, nh * hd))?;
         let x = (x + self.o.forward(&a)?)?;
         let h = self.ln2.forward(&x)?;
         let m = self
@@ -864,17 +824,6 @@ impl TextModel {
         let dev = embeds.device().clone();
         let dt = self.embed.embeddings().dtype();
         let (cos, sin) = self.mrope(pos)?;
-        let mask = if s > 1 {
-            let past = self.cached;
-            let m: Vec<f32> = (0..s)
-                .flat_map(|i| {
-                    (0..past + s).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            Some(Tensor::from_vec(m, (s, past + s), &dev)?.to_dtype(dt)?)
-        } else {
-            None
-        };
         let ds = match deepstack {
             Some((idx, feats)) => {
                 if feats.len() > self.layers.len() {
@@ -897,7 +846,7 @@ impl TextModel {
         };
         let mut x = embeds.to_dtype(dt)?.unsqueeze(0)?;
         for (l, layer) in self.layers.iter_mut().enumerate() {
-            x = layer.forward(&x, &cos, &sin, mask.as_ref())?;
+            x = layer.forward(&x, &cos, &sin)?;
             if let Some((idx, feats)) = &ds {
                 if let Some(f) = feats.get(l) {
                     x = x
