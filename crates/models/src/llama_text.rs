@@ -192,15 +192,17 @@ pub enum Lin {
     Dense(candle_nn::Linear),
     /// Quantized weight (llama.cpp block formats). On the CPU, for the types [`crate::qgemv`]
     /// reads: up to [`QGEMV_MAX_ROWS`] rows (decode steps, short prompts) run its kernels on the
-    /// stored blocks, more rows dequantize the weight for that call and run candle's f32 gemm
-    /// (the weight stays stored once, quantized). Other types and devices take candle's `QMatMul`.
+    /// stored blocks, more rows [`crate::qgemv::prompt_matmul`] (the weight decoded one cached
+    /// panel of rows at a time for an f32 gemm; it stays stored once, quantized). Other types and
+    /// devices take candle's `QMatMul`.
     Quant(QMatMul),
     /// candle's `QMatMul` for every shape: the path before [`crate::qgemv`], kept for comparison
     /// ([`TextModel::use_candle_qmatmul`]).
     CandleQuant(QMatMul),
     /// An f16 weight `[out, in]` on the CPU with f32 activations (a GGUF F16 tensor kept as
     /// stored): up to [`QGEMV_MAX_ROWS`] rows through [`crate::qgemv::matmul_f16`] (half the
-    /// bytes of an f32 copy per decode step), more rows convert it to f32 for that call's gemm.
+    /// bytes of an f32 copy per decode step), more rows through
+    /// [`crate::qgemv::prompt_matmul_f16`] (converted panel by panel for an f32 gemm).
     F16(Tensor),
 }
 
@@ -243,7 +245,7 @@ impl Module for Lin {
                 if xs.elem_count() <= QGEMV_MAX_ROWS * k {
                     crate::qgemv::matmul(xs, w)
                 } else {
-                    xs.broadcast_matmul(&w.dequantize(xs.device())?.t()?)
+                    crate::qgemv::prompt_matmul(xs, w)
                 }
             }
             Lin::Quant(q) | Lin::CandleQuant(q) => q.forward(xs),
@@ -251,7 +253,7 @@ impl Module for Lin {
                 if xs.elem_count() <= QGEMV_MAX_ROWS * w.dim(1)? {
                     crate::qgemv::matmul_f16(xs, w)
                 } else {
-                    xs.broadcast_matmul(&crate::qgemv::f16_to_f32(w)?.t()?)
+                    crate::qgemv::prompt_matmul_f16(xs, w)
                 }
             }
         }

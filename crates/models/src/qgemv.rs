@@ -17,6 +17,9 @@
 //! A few rows at once (a short prompt) reuse each weight row from L1 for every activation row, so
 //! they cost little more than one; see [`matmul`].
 //!
+//! Long prompts take [`prompt_matmul`] / [`prompt_matmul_f16`]: the weight decoded to f32 one
+//! panel of rows at a time, each panel multiplied by an f32 gemm while it is in cache.
+//!
 //! GGUF F16 weights take [`matmul_f16`]: the weight read as stored (2 bytes an element, half the
 //! f32 copy's), converted lane by lane with F16C, the activation kept in f32.
 
@@ -673,20 +676,183 @@ fn matmul_f16_with(x: &Tensor, w: &Tensor, simd: bool) -> candle_core::Result<Te
     Tensor::from_vec(y, shape, x.device())
 }
 
-/// An f32 copy of a contiguous f16 CPU tensor, converted in parallel chunks with F16C where the
-/// CPU has it (half's slice conversion; candle's `to_dtype` converts one element at a time): what
-/// a long prompt multiplies by.
-pub(crate) fn f16_to_f32(w: &Tensor) -> candle_core::Result<Tensor> {
+/// Decodes whole blocks of `kind` into `out` by candle's block decoder; false (nothing written)
+/// when candle's block structs do not match the bytes.
+fn decode_blocks(kind: Kind, bytes: &[u8], out: &mut [f32]) -> bool {
+    use candle_core::quantized::k_quants::{
+        BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0,
+    };
+    let bb = kind.block().1;
+    match kind {
+        Kind::Q8_0 => blocks_to_f32::<BlockQ8_0>(bytes, bb, out),
+        Kind::Q4_0 => blocks_to_f32::<BlockQ4_0>(bytes, bb, out),
+        Kind::Q4_1 => blocks_to_f32::<BlockQ4_1>(bytes, bb, out),
+        Kind::Q5_0 => blocks_to_f32::<BlockQ5_0>(bytes, bb, out),
+        Kind::Q4K => blocks_to_f32::<BlockQ4K>(bytes, bb, out),
+        Kind::Q6K => blocks_to_f32::<BlockQ6K>(bytes, bb, out),
+    }
+}
+
+/// Weight rows per task of [`gemm_panels`]: 64 rows of a 1536-wide weight decode to 384 KB of
+/// f32, which stay in a core's L2 while every prompt row passes over them.
+const PANEL: usize = 64;
+
+/// Raw output pointer shared by [`gemm_panels`]' tasks, each writing its own columns.
+#[derive(Clone, Copy)]
+struct Cols(*mut f32);
+// SAFETY: every task writes the columns of its own weight panel only; no element is shared.
+unsafe impl Send for Cols {}
+unsafe impl Sync for Cols {}
+
+/// `x @ w.t()` for a prompt's rows `xf` `[m, k]` and a weight of `n` rows that `decode(first row,
+/// rows, out)` writes as f32: panels of [`PANEL`] weight rows, each decoded into a task-local
+/// buffer (in cache; no whole-weight f32 copy and its page faults) and multiplied by gemm into
+/// their columns of `[m, n]`; panels split over rayon's pool. `None` when `decode` fails.
+fn gemm_panels(
+    xf: &[f32],
+    n: usize,
+    k: usize,
+    decode: impl Fn(usize, usize, &mut [f32]) -> bool + Sync,
+) -> Option<Vec<f32>> {
+    let m = xf.len() / k.max(1);
+    let mut y = vec![0f32; m * n];
+    let dst = Cols(y.as_mut_ptr());
+    let ok = (0..n.div_ceil(PANEL))
+        .into_par_iter()
+        .map_init(Vec::new, |buf: &mut Vec<f32>, p| {
+            let (r0, nr) = (p * PANEL, PANEL.min(n - p * PANEL));
+            buf.resize(nr * k, 0.0);
+            if !decode(r0, nr, buf) {
+                return false;
+            }
+            let d = dst;
+            // SAFETY: `y` is m x n and outlives the tasks; this task writes columns r0..r0 + nr
+            // of every row (its own), reading x (m x k) and its buffer (nr x k) in bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    nr,
+                    k,
+                    d.0.add(r0),
+                    1,
+                    n as isize,
+                    false,
+                    xf.as_ptr(),
+                    1,
+                    k as isize,
+                    buf.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            true
+        })
+        .all(|ok| ok);
+    ok.then_some(y)
+}
+
+/// `x @ w.t()` for many rows of `x` (a prompt) and a quantized `w` of a [`supports`]ed type: the
+/// weight decoded to f32 one panel of rows at a time, each panel multiplied by an f32 gemm while it
+/// is in cache (see [`gemm_panels`]). Same values as dequantizing `w` and a matmul, up to the
+/// order of the f32 sums.
+///
+/// # Errors
+/// As [`matmul`].
+///
+/// # Example
+/// ```
+/// use candle_core::quantized::{GgmlDType, QTensor};
+/// use candle_core::{Device, Tensor};
+/// let dev = Device::Cpu;
+/// let w = (Tensor::arange(0f32, 4096.0, &dev)? * 0.37)?.sin()?.reshape((64, 64))?;
+/// let q = QTensor::quantize(&w, GgmlDType::Q4_0)?;
+/// let x = (Tensor::arange(0f32, 2560.0, &dev)? * 0.11)?.cos()?.reshape((1, 40, 64))?;
+/// let y = vidlm_models::qgemv::prompt_matmul(&x, &q)?;
+/// let want = x.broadcast_matmul(&q.dequantize(&dev)?.t()?)?;
+/// let err: f32 = (y - want)?.abs()?.max_all()?.to_scalar()?;
+/// assert!(err < 1e-4);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn prompt_matmul(x: &Tensor, w: &QTensor) -> candle_core::Result<Tensor> {
+    let (kind, n, k, data) = checked(w)?;
+    let xf = input_rows(x, k, w.shape().dims())?;
+    let (be, bb) = kind.block();
+    let row_bytes = k / be * bb;
+    let y = gemm_panels(&xf, n, k, |r0, nr, out| {
+        decode_blocks(kind, &data[r0 * row_bytes..(r0 + nr) * row_bytes], out)
+    });
+    match y {
+        Some(y) => output(y, x, n),
+        None => x.broadcast_matmul(&w.dequantize(x.device())?.t()?),
+    }
+}
+
+/// [`prompt_matmul`] for an f16 weight `[n, k]` (contiguous, on the CPU): panels converted with
+/// F16C where the CPU has it.
+///
+/// # Errors
+/// As [`matmul_f16`].
+pub fn prompt_matmul_f16(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     use half::slice::HalfFloatSliceExt;
-    const CHUNK: usize = 1 << 16;
-    let v = with_f16(w, |h| {
-        let mut v = vec![0f32; h.len()];
-        v.par_chunks_mut(CHUNK)
-            .zip(h.par_chunks(CHUNK))
-            .for_each(|(d, s)| s.convert_to_f32_slice(d));
-        v
+    let (n, k) = w.dims2()?;
+    let xf = input_rows(x, k, w.dims())?;
+    let y = with_f16(w, |h| {
+        gemm_panels(&xf, n, k, |r0, nr, out| {
+            h[r0 * k..(r0 + nr) * k].convert_to_f32_slice(out);
+            true
+        })
     })?;
-    Tensor::from_vec(v, w.shape(), w.device())
+    output(y.expect("converting f16 cannot fail"), x, n)
+}
+
+/// `x` as f32 rows of `k`, checked to be on the CPU and to end in `k`.
+fn input_rows(x: &Tensor, k: usize, w: &[usize]) -> candle_core::Result<Vec<f32>> {
+    if !x.device().is_cpu() || x.dims().last() != Some(&k) {
+        candle_core::bail!(
+            "vidlm-qgemv: input {:?} for weight {w:?} (CPU only)",
+            x.dims()
+        );
+    }
+    x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
+/// `y` in `x`'s shape with the last dimension `n`.
+fn output(y: Vec<f32>, x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let mut shape = x.dims().to_vec();
+    *shape
+        .last_mut()
+        .expect("x has rank >= 1: it has a last dim") = n;
+    Tensor::from_vec(y, shape, x.device())
+}
+
+/// Decodes the whole blocks of `T` in `bytes` into `out`; false (nothing written) when the bytes
+/// cannot be read as `T` (size, alignment or length differ).
+fn blocks_to_f32<T: candle_core::quantized::k_quants::GgmlType>(
+    bytes: &[u8],
+    block_bytes: usize,
+    out: &mut [f32],
+) -> bool {
+    let size = std::mem::size_of::<T>();
+    if size != block_bytes
+        || bytes.len() % size != 0
+        || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0
+        || bytes.len() / size * T::BLCK_SIZE != out.len()
+    {
+        return false;
+    }
+    // SAFETY: candle's blocks are `repr(C)` structs of integers and f16 (every bit pattern is a
+    // value), and size, alignment and length were checked above; the bytes are borrowed from
+    // candle's own block vector.
+    let blocks =
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) };
+    T::to_float(blocks, out);
+    true
 }
 
 /// Runs `f` on the elements of a contiguous f16 CPU tensor.
@@ -868,6 +1034,54 @@ mod tests {
         assert!(matmul_f16(&x, &w).is_err());
         let w32 = Tensor::zeros((4, 9), DType::F32, &dev).unwrap();
         assert!(matmul_f16(&x, &w32).is_err());
+    }
+
+    /// Prompt products: the block decoder gives candle's dequantized values exactly, and the
+    /// panel gemm matches candle's dequantize + matmul for every type, f16 too, with weight row
+    /// counts that leave a partial panel and prompt shapes of rank 2 and 3.
+    #[test]
+    fn prompt_panels_match_dequantize_and_matmul() {
+        let dev = Device::Cpu;
+        for &dtype in &TYPES {
+            let kind = Kind::of(dtype).unwrap();
+            let be = kind.block().0.max(QK);
+            for &(n, kb, m) in &[(1, 1, 30), (37, 3, 25), (130, 2, 41)] {
+                let k = kb * be;
+                let w = Tensor::from_vec(rand_vec(n * k, (n * k) as u64), (n, k), &dev).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let wd = q.dequantize(&dev).unwrap();
+                let mut ours = vec![0f32; n * k];
+                assert!(
+                    decode_blocks(kind, &q.data().unwrap(), &mut ours),
+                    "{dtype:?}"
+                );
+                assert_eq!(ours, wd.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                let x = Tensor::from_vec(rand_vec(m * k, 5), (1, m, k), &dev).unwrap();
+                let want = x.broadcast_matmul(&wd.t().unwrap()).unwrap();
+                let got = prompt_matmul(&x, &q).unwrap();
+                assert_eq!(got.dims(), &[1, m, n]);
+                let scale = want
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+                let diff = diff.to_scalar::<f32>().unwrap();
+                assert!(diff <= 1e-5 * scale.max(1.0), "{dtype:?} {n}x{k}: {diff}");
+                if dtype == GgmlDType::Q8_0 {
+                    let wh = wd.to_dtype(DType::F16).unwrap();
+                    let want = x
+                        .broadcast_matmul(&wh.to_dtype(DType::F32).unwrap().t().unwrap())
+                        .unwrap();
+                    let x2 = x.squeeze(0).unwrap();
+                    let got = prompt_matmul_f16(&x2, &wh).unwrap().unsqueeze(0).unwrap();
+                    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                    assert!(diff.to_scalar::<f32>().unwrap() <= 1e-5 * scale.max(1.0));
+                }
+            }
+        }
     }
 
     #[test]
