@@ -105,6 +105,7 @@ fn child(threads: usize) {
         .unwrap_or(3);
     vidlm_models::memory::keep_freed_memory_for_reuse();
     let bw = copy_bandwidth();
+    stream_rates(bw, repeats);
     let dev = Device::Cpu;
     let gguf = path("VIDLM_BENCH_SMOLLM2", "SmolLM2-135M-Instruct.Q4_1.gguf");
     let st = path("VIDLM_BENCH_MODEL", "smolvlm2-256m-random");
@@ -258,6 +259,36 @@ fn crossover(gguf: &std::path::Path, repeats: usize) {
         });
         line += &format!(" m={m} {q:.3}/{d:.3}");
     }
+    println!("{line}");
+}
+
+/// The matrix-vector kernels alone on one weight far larger than the caches (about 48 MB as
+/// stored), in GB/s of weight read, against the copy bandwidth: the ceiling of a decode step
+/// before its per-op costs (the rest of "x bound").
+fn stream_rates(bw: f64, repeats: usize) {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let n: usize = std::env::var("VIDLM_BENCH_STREAM_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1 << 16);
+    let k = 576;
+    let dev = Device::Cpu;
+    let w = candle_core::Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+    let x = candle_core::Tensor::randn(0f32, 1.0, (1, k), &dev).unwrap();
+    let mut line = format!("  gemv stream ({n} x {k}) GB/s, copy {:.1}:", bw / 1e9);
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1] {
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let bytes = q.storage_size_in_bytes() as f64;
+        let ms = time_ms(repeats * 3, || {
+            std::hint::black_box(vidlm_models::qgemv::matmul(&x, &q).unwrap());
+        });
+        line += &format!(" {dtype:?} {:.1}", bytes / ms / 1e6);
+    }
+    let h = w.to_dtype(candle_core::DType::F16).unwrap();
+    let ms = time_ms(repeats * 3, || {
+        std::hint::black_box(vidlm_models::qgemv::matmul_f16(&x, &h).unwrap());
+    });
+    line += &format!(" F16 {:.1}", (n * k * 2) as f64 / ms / 1e6);
     println!("{line}");
 }
 

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod qgemv;
 pub mod qwen3_vl;
 pub mod smolvlm;
+mod team;
 
 pub use checkpoint::{Checkpoint, Tensors};
 pub use interface::{

@@ -12,7 +12,6 @@
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::ModelError;
@@ -215,6 +214,22 @@ pub enum Lin {
 pub const QGEMV_MAX_ROWS: usize = 24;
 
 impl Lin {
+    /// Output features (the weight's rows).
+    ///
+    /// # Errors
+    /// A weight that is not 2-D.
+    pub fn out_features(&self) -> candle_core::Result<usize> {
+        match self {
+            Lin::Dense(l) => l.weight().dim(0),
+            Lin::Quant(QMatMul::QTensor(q)) | Lin::CandleQuant(QMatMul::QTensor(q)) => {
+                Ok(q.shape().dims2()?.0)
+            }
+            Lin::Quant(QMatMul::Tensor(w) | QMatMul::TensorF16(w))
+            | Lin::CandleQuant(QMatMul::Tensor(w) | QMatMul::TensorF16(w))
+            | Lin::F16(w) => w.dim(0),
+        }
+    }
+
     /// Bytes of weight (and bias) one forward pass reads.
     pub fn weight_bytes(&self) -> usize {
         let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
@@ -886,11 +901,180 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R
 }
 
 /// `x * w / rms(x)` as candle's `rms_norm` computes it (sum of squares in f32).
-fn rms_norm_row(x: &[f32], n: &candle_nn::RmsNorm, eps: f32) -> candle_core::Result<Vec<f32>> {
-    let w = n.clone().into_inner().weight().clone();
+fn rms_norm_row(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let sum2: f32 = x.iter().map(|v| v * v).sum();
     let m = (sum2 / x.len() as f32 + eps).sqrt();
-    with_f32(&w, |w| x.iter().zip(w).map(|(v, w)| v / m * w).collect())
+    x.iter().zip(w).map(|(v, w)| v / m * w).collect()
+}
+
+/// A contiguous CPU tensor's storage, read-locked for a decode step.
+struct Held<'a> {
+    guard: candle_core::StorageRef<'a>,
+    range: Option<(usize, usize)>,
+}
+
+impl<'a> Held<'a> {
+    fn new(t: &'a Tensor) -> Self {
+        let (guard, l) = t.storage_and_layout();
+        Held {
+            guard,
+            range: l.contiguous_offsets(),
+        }
+    }
+
+    fn f32(&self) -> Option<&[f32]> {
+        match (&*self.guard, self.range) {
+            (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+                Some(&v[a..b])
+            }
+            _ => None,
+        }
+    }
+
+    fn f16(&self) -> Option<&[half::f16]> {
+        match (&*self.guard, self.range) {
+            (candle_core::Storage::Cpu(candle_core::CpuStorage::F16(v)), Some((a, b))) => {
+                Some(&v[a..b])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A projection's weight held for a decode step ([`HeldLin::proj`] gives its rows).
+enum HeldLin<'a> {
+    /// f32 (dense) or f16 elements `[out, cols]`.
+    Elements(Held<'a>, usize, &'a Lin),
+    /// Blocks [`crate::qgemv`] reads.
+    Blocks(&'a QTensor, &'a Lin),
+    /// Anything else: run whole.
+    Whole(&'a Lin),
+}
+
+impl<'a> HeldLin<'a> {
+    fn new(l: &'a Lin) -> Self {
+        let elements = |w: &'a Tensor, dtype| {
+            if w.dtype() == dtype && w.device().is_cpu() && w.rank() == 2 {
+                HeldLin::Elements(Held::new(w), w.dims()[1], l)
+            } else {
+                HeldLin::Whole(l)
+            }
+        };
+        match l {
+            Lin::Dense(d) if d.bias().is_none() => elements(d.weight(), DType::F32),
+            Lin::Quant(QMatMul::Tensor(w)) => elements(w, DType::F32),
+            Lin::F16(w) => elements(w, DType::F16),
+            Lin::Quant(QMatMul::QTensor(q))
+                if crate::qgemv::supports(q.dtype()) && matches!(q.device(), Device::Cpu) =>
+            {
+                HeldLin::Blocks(q, l)
+            }
+            _ => HeldLin::Whole(l),
+        }
+    }
+
+    fn proj(&self) -> Proj<'_> {
+        use crate::qgemv::Rows;
+        match self {
+            HeldLin::Elements(h, k, l) => h
+                .f32()
+                .map(|w| Rows::F32(w, *k))
+                .or_else(|| h.f16().map(|w| Rows::F16(w, *k)))
+                .map_or(Proj::Whole(l), Proj::Rows),
+            HeldLin::Blocks(q, l) => Rows::quantized(q).map_or(Proj::Whole(l), Proj::Rows),
+            HeldLin::Whole(l) => Proj::Whole(l),
+        }
+    }
+}
+
+/// A projection as the decode step's team computes it.
+enum Proj<'a> {
+    /// Plain rows: any member computes any range of output rows.
+    Rows(crate::qgemv::Rows<'a>),
+    /// A bias or candle's `QMatMul`: [`Lin::forward_row`] whole, in a team of one.
+    Whole(&'a Lin),
+}
+
+/// Weight bytes per task of a projection: a few microseconds of work, small next to a stage, so a
+/// member the machine slows takes fewer tasks.
+const TASK_BYTES: usize = 16 << 10;
+
+impl Proj<'_> {
+    fn rows(&self) -> candle_core::Result<usize> {
+        match self {
+            Proj::Rows(r) => Ok(r.rows()),
+            Proj::Whole(l) => l.out_features(),
+        }
+    }
+
+    fn chunk(&self) -> usize {
+        match self {
+            Proj::Rows(r) => (TASK_BYTES / r.row_bytes().max(1)).max(4),
+            Proj::Whole(_) => usize::MAX,
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        match self {
+            Proj::Rows(r) => r.rows().div_ceil(self.chunk()),
+            Proj::Whole(_) => 1,
+        }
+    }
+}
+
+/// The first error a member of the team met (the others go on to the end of the step).
+type FirstError = std::sync::Mutex<Option<candle_core::Error>>;
+
+fn keep_first(err: &FirstError, e: candle_core::Error) {
+    err.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(e);
+}
+
+/// `ps` (outputs one after another in `out`) on input `x`, their rows split into tasks over the
+/// team.
+fn project(
+    m: &crate::team::Member,
+    ps: &[&Proj],
+    x: &[f32],
+    out: &crate::team::SharedBuf,
+    err: &FirstError,
+) {
+    let quantized = ps
+        .iter()
+        .any(|p| matches!(p, Proj::Rows(r) if r.quantized_input()));
+    // Every member quantizes the input itself: ~1 us, less than a barrier to share it.
+    let xq = quantized.then(|| crate::qgemv::QuantizedRow::new(x));
+    let total = ps.iter().map(|p| p.tasks()).sum();
+    m.tasks(total, |mut t| {
+        let mut off = 0;
+        for p in ps {
+            let n = p.tasks();
+            if t >= n {
+                t -= n;
+                off += p.rows().unwrap_or(0);
+                continue;
+            }
+            match p {
+                Proj::Rows(r) => {
+                    let first = t * p.chunk();
+                    let len = p.chunk().min(r.rows() - first);
+                    // SAFETY: task t alone writes these rows in this stage.
+                    let o = unsafe { out.part(off + first..off + first + len) };
+                    r.product(x, xq.as_ref(), first, o);
+                }
+                Proj::Whole(l) => match l.forward_row(x, &mut None) {
+                    Ok(v) => {
+                        // SAFETY: this projection's single task alone writes its rows.
+                        let o = unsafe { out.part(off..off + v.len()) };
+                        o.copy_from_slice(&v);
+                    }
+                    Err(e) => keep_first(err, e),
+                },
+            }
+            return;
+        }
+    });
 }
 
 impl Lin {
@@ -953,106 +1137,262 @@ fn rope_row(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32], interleaved: bool
     }
 }
 
-/// One query row against `len` cached positions: `kb`, `vb` are `[kv_heads, cap, d]` buffers;
-/// query head `h` reads kv head `h / (heads / kv_heads)`. Heads run in parallel once the cache is
-/// long enough to pay for it.
+/// One query head `qh` against `len` cached positions of its kv head (`kb`, `vb` from `base`, `d`
+/// apart) and the new position (`k_new`, `v_new`), into `out`.
 #[allow(clippy::too_many_arguments)]
-fn attend_row(
-    q: &[f32],
-    kb: &[f32],
-    vb: &[f32],
-    cap: usize,
-    len: usize,
-    kv_heads: usize,
-    d: usize,
+fn attend_head(
+    qh: &[f32],
+    (kb, vb, base, len): (&[f32], &[f32], usize, usize),
+    k_new: &[f32],
+    v_new: &[f32],
     scale: f32,
-) -> Vec<f32> {
-    let heads = q.len() / d;
-    let rep = heads / kv_heads;
-    let mut y = vec![0f32; heads * d];
-    let one = |h: usize, out: &mut [f32]| {
-        let g = h / rep;
-        let qh = &q[h * d..(h + 1) * d];
-        let base = g * cap * d;
-        let mut p: Vec<f32> = (0..len)
-            .map(|t| crate::cpu_ops::dot(qh, &kb[base + t * d..base + (t + 1) * d]) * scale)
-            .collect();
-        crate::cpu_ops::softmax_row(&mut p);
-        for (t, &w) in p.iter().enumerate() {
-            let v = &vb[base + t * d..base + (t + 1) * d];
-            for (o, &v) in out.iter_mut().zip(v) {
-                *o += w * v;
-            }
+    out: &mut [f32],
+) {
+    let d = qh.len();
+    let key = |t: usize| &kb[base + t * d..base + (t + 1) * d];
+    let mut p: Vec<f32> = (0..len)
+        .map(|t| crate::cpu_ops::dot(qh, key(t)) * scale)
+        .chain(std::iter::once(crate::cpu_ops::dot(qh, k_new) * scale))
+        .collect();
+    crate::cpu_ops::softmax_row(&mut p);
+    out.fill(0.0);
+    for (t, &w) in p.iter().enumerate() {
+        let v = if t < len {
+            &vb[base + t * d..base + (t + 1) * d]
+        } else {
+            v_new
+        };
+        for (o, &v) in out.iter_mut().zip(v) {
+            *o += w * v;
         }
-    };
-    // Below this many cached positions a head is a few microseconds: not worth a task.
-    if len >= 64 {
-        y.par_chunks_mut(d).enumerate().for_each(|(h, o)| one(h, o));
-    } else {
-        y.chunks_mut(d).enumerate().for_each(|(h, o)| one(h, o));
     }
-    y
 }
 
 impl TextModel {
     /// One token through the decoder on the CPU in f32 (`x`: its embedding), on plain slices:
-    /// the same maths as [`TextModel::forward_embeds`] without the ~30 candle ops a layer
-    /// (each allocating its output), with each projection's input quantized once for all the
-    /// projections that read it. Returns the logits `[1, vocab]`.
-    fn decode_step_cpu(&mut self, mut x: Vec<f32>) -> candle_core::Result<Tensor> {
+    /// the same maths as [`TextModel::forward_embeds`] without the ~30 candle ops a layer (each
+    /// allocating its output). The step runs as one [`crate::team`] of rayon's thread count
+    /// (the CLI's `--threads`): five stages a layer (q/k/v, attention heads, o, gate/up, down),
+    /// each split into tasks of output rows or heads, with a barrier between stages instead of a
+    /// parallel region for every projection. Small per-token work (norms, rotary, activation,
+    /// quantizing a projection's input) is repeated by every member rather than shared through a
+    /// barrier. A projection the team cannot split (a bias, candle's `QMatMul`) makes it a team
+    /// of one that runs such projections whole. Returns the logits `[1, vocab]`.
+    fn decode_step_cpu(&mut self, x0: Vec<f32>) -> candle_core::Result<Tensor> {
         let pos = self.pos;
-        let first = self
+        let norm_weight = |n: &candle_nn::RmsNorm| n.clone().into_inner().weight().clone();
+        let norms: Vec<(Tensor, Tensor)> = self
             .layers
-            .first()
-            .map(|l| (l.attn.head_dim, l.attn.kv_heads));
-        let (d, _) = first.unwrap_or((self.hidden, 1));
-        let half = d / 2;
+            .iter()
+            .map(|l| (norm_weight(&l.input_norm), norm_weight(&l.post_norm)))
+            .collect();
+        let final_norm = norm_weight(&self.norm);
+        let TextModel {
+            layers,
+            lm_head,
+            cos,
+            sin,
+            interleaved_rope,
+            rms_eps,
+            hidden,
+            ..
+        } = self;
+        let (interleaved, eps, hidden) = (*interleaved_rope, *rms_eps, *hidden);
+        let d0 = layers.first().map_or(hidden, |l| l.attn.head_dim);
         let row = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
-            with_f32(t, |v| v[pos * half..(pos + 1) * half].to_vec())
+            with_f32(t, |v| v[pos * (d0 / 2)..(pos + 1) * (d0 / 2)].to_vec())
         };
-        let (cos, sin) = (row(&self.cos)?, row(&self.sin)?);
-        let eps = self.rms_eps;
-        let interleaved = self.interleaved_rope;
-        for l in &mut self.layers {
-            let a = &mut l.attn;
-            let h = rms_norm_row(&x, &l.input_norm, eps)?;
-            let mut hq = None;
-            let mut q = a.q.forward_row(&h, &mut hq)?;
-            let mut k = a.k.forward_row(&h, &mut hq)?;
-            let v = a.v.forward_row(&h, &mut hq)?;
-            rope_row(&mut q, a.head_dim, &cos, &sin, interleaved);
-            rope_row(&mut k, a.head_dim, &cos, &sin, interleaved);
-            let shape = (1, a.kv_heads, 1, a.head_dim);
-            a.cache.append(
-                &Tensor::from_vec(k, shape, &Device::Cpu)?,
-                &Tensor::from_vec(v, shape, &Device::Cpu)?,
-            )?;
-            let (kb, vb) = a.cache.kv.as_ref().expect("appended above");
-            let cap = kb.dim(2)?;
-            let scale = (1.0 / (a.head_dim as f64).sqrt()) as f32;
-            let y = with_f32(kb, |kb| {
-                with_f32(vb, |vb| {
-                    attend_row(&q, kb, vb, cap, a.cache.len, a.kv_heads, a.head_dim, scale)
-                })
-            })??;
-            let o = a.o.forward_row(&y, &mut None)?;
-            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-            let h = rms_norm_row(&x, &l.post_norm, eps)?;
+        let (cos, sin) = (row(cos)?, row(sin)?);
+
+        // Every weight read-locked once for the step, then viewed as plain rows.
+        let mut held = Vec::with_capacity(layers.len());
+        let mut caches = Vec::with_capacity(layers.len());
+        for l in layers.iter_mut() {
+            let Attention {
+                q,
+                k,
+                v,
+                o,
+                heads,
+                kv_heads,
+                head_dim,
+                cache,
+            } = &mut l.attn;
             let m = &l.mlp;
-            let mut hq = None;
-            let g = m.gate.forward_row(&h, &mut hq)?;
-            let u = m.up.forward_row(&h, &mut hq)?;
-            let gu: Vec<f32> = g
+            let lins = [q, k, v, o, &m.gate, &m.up, &m.down].map(HeldLin::new);
+            held.push((lins, *heads, *kv_heads, *head_dim));
+            caches.push(std::sync::Mutex::new(cache));
+        }
+        let held_norms: Vec<(Held, Held)> = norms
+            .iter()
+            .map(|(a, b)| (Held::new(a), Held::new(b)))
+            .collect();
+        let held_final = Held::new(&final_norm);
+        let held_head = HeldLin::new(lm_head);
+        fn f32_of<'b>(h: &'b Held) -> candle_core::Result<&'b [f32]> {
+            h.f32()
+                .ok_or_else(|| candle_core::Error::Msg("decode step: norm weight not f32".into()))
+        }
+        struct View<'a> {
+            p: [Proj<'a>; 7],
+            norms: (&'a [f32], &'a [f32]),
+            heads: usize,
+            kv_heads: usize,
+            d: usize,
+        }
+        let mut views = Vec::with_capacity(held.len());
+        for ((lins, heads, kv_heads, d), (a, b)) in held.iter().zip(&held_norms) {
+            views.push(View {
+                p: [0, 1, 2, 3, 4, 5, 6].map(|i| lins[i].proj()),
+                norms: (f32_of(a)?, f32_of(b)?),
+                heads: *heads,
+                kv_heads: *kv_heads,
+                d: *d,
+            });
+        }
+        let head = held_head.proj();
+        let final_w = f32_of(&held_final)?;
+
+        let whole = matches!(head, Proj::Whole(_))
+            || views
                 .iter()
-                .zip(&u)
-                .map(|(&g, &u)| g / ((-g).exp() + 1.0) * u)
-                .collect();
-            let dn = m.down.forward_row(&gu, &mut None)?;
-            x.iter_mut().zip(&dn).for_each(|(x, o)| *x += o);
+                .any(|v| v.p.iter().any(|p| matches!(p, Proj::Whole(_))));
+        let size = if whole {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
+        let mut widths = [0usize; 4];
+        for v in &views {
+            let r = |i: usize| v.p[i].rows();
+            widths[0] = widths[0].max(r(0)? + r(1)? + r(2)?);
+            widths[1] = widths[1].max(v.heads * v.d);
+            widths[2] = widths[2].max(r(4)? + r(5)?);
+        }
+        widths[3] = head.rows()?;
+        let mut bufs = widths.map(|n| vec![0f32; n]);
+        let mut o_buf = vec![0f32; hidden];
+        let mut dn_buf = vec![0f32; hidden];
+        let err = FirstError::default();
+        {
+            let [qkv, y, gu, logits] = &mut bufs;
+            let (qkv, y, gu, logits) = (
+                crate::team::SharedBuf::new(qkv),
+                crate::team::SharedBuf::new(y),
+                crate::team::SharedBuf::new(gu),
+                crate::team::SharedBuf::new(logits),
+            );
+            let (o_sh, dn_sh) = (
+                crate::team::SharedBuf::new(&mut o_buf),
+                crate::team::SharedBuf::new(&mut dn_buf),
+            );
+            let stages = 5 * views.len() + 1;
+            crate::team::run(size, stages, |m| {
+                let mut x = x0.clone();
+                for (v, cache) in views.iter().zip(&caches) {
+                    let (d, heads, kvh) = (v.d, v.heads, v.kv_heads);
+                    let h = rms_norm_row(&x, v.norms.0, eps);
+                    project(m, &[&v.p[0], &v.p[1], &v.p[2]], &h, &qkv, &err);
+                    m.sync();
+                    // SAFETY: the q/k/v stage ended at the barrier above; nobody writes `qkv`
+                    // again before the next layer's (after three more barriers).
+                    let all = unsafe { qkv.all() };
+                    let (qs, rest) = all.split_at(heads * d);
+                    let (ks, vs) = rest.split_at(kvh * d);
+                    let vs = &vs[..kvh * d];
+                    let mut k_new = ks.to_vec();
+                    rope_row(&mut k_new, d, &cos, &sin, interleaved);
+                    let scale = (1.0 / (d as f64).sqrt()) as f32;
+                    {
+                        let (kv, len) = {
+                            let c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                            (c.kv.clone(), c.len)
+                        };
+                        // Dropped before the barrier: member 0 appends to the cache after it.
+                        let held_kv = kv.as_ref().map(|(k, v)| (Held::new(k), Held::new(v)));
+                        let (kb, vb, cap) = match (&held_kv, &kv) {
+                            (Some((hk, hv)), Some((k, _))) => (
+                                hk.f32().unwrap_or(&[]),
+                                hv.f32().unwrap_or(&[]),
+                                k.dim(2).unwrap_or(0),
+                            ),
+                            _ => (&[][..], &[][..], 0),
+                        };
+                        let rep = heads / kvh.max(1);
+                        m.tasks(heads, |hd| {
+                            let g = hd / rep;
+                            let mut qh = qs[hd * d..(hd + 1) * d].to_vec();
+                            rope_row(&mut qh, d, &cos, &sin, interleaved);
+                            // SAFETY: head hd's task alone writes its slice of `y` here.
+                            let out = unsafe { y.part(hd * d..(hd + 1) * d) };
+                            if len > 0 && (kb.len() < (g * cap + len) * d || vb.len() < kb.len()) {
+                                keep_first(
+                                    &err,
+                                    candle_core::Error::Msg(
+                                        "decode step: KV cache shorter than its length".into(),
+                                    ),
+                                );
+                                return;
+                            }
+                            attend_head(
+                                &qh,
+                                (kb, vb, g * cap * d, len),
+                                &k_new[g * d..(g + 1) * d],
+                                &vs[g * d..(g + 1) * d],
+                                scale,
+                                out,
+                            );
+                        });
+                    }
+                    m.sync();
+                    if m.index() == 0 {
+                        // The attention stage is over: nobody reads the cache until the next
+                        // step.
+                        let shape = (1, kvh, 1, d);
+                        let appended = Tensor::from_vec(k_new, shape, &Device::Cpu).and_then(|k| {
+                            let v = Tensor::from_vec(vs.to_vec(), shape, &Device::Cpu)?;
+                            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                            c.append(&k, &v).map(|_| ())
+                        });
+                        if let Err(e) = appended {
+                            keep_first(&err, e);
+                        }
+                    }
+                    // SAFETY: the attention stage ended at the barrier above.
+                    let ya = unsafe { &y.all()[..heads * d] };
+                    project(m, &[&v.p[3]], ya, &o_sh, &err);
+                    m.sync();
+                    // SAFETY: the o stage ended at the barrier above.
+                    x.iter_mut()
+                        .zip(unsafe { o_sh.all() })
+                        .for_each(|(x, o)| *x += o);
+                    let h = rms_norm_row(&x, v.norms.1, eps);
+                    project(m, &[&v.p[4], &v.p[5]], &h, &gu, &err);
+                    m.sync();
+                    // SAFETY: the gate/up stage ended at the barrier above.
+                    let g_u = unsafe { gu.all() };
+                    let inter = v.p[4].rows().unwrap_or(0);
+                    let act: Vec<f32> = g_u[..inter]
+                        .iter()
+                        .zip(&g_u[inter..2 * inter])
+                        .map(|(&g, &u)| g / ((-g).exp() + 1.0) * u)
+                        .collect();
+                    project(m, &[&v.p[6]], &act, &dn_sh, &err);
+                    m.sync();
+                    // SAFETY: the down stage ended at the barrier above.
+                    x.iter_mut()
+                        .zip(unsafe { dn_sh.all() })
+                        .for_each(|(x, o)| *x += o);
+                }
+                let h = rms_norm_row(&x, final_w, eps);
+                project(m, &[&head], &h, &logits, &err);
+            });
+        }
+        if let Some(e) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
         }
         self.pos += 1;
-        let h = rms_norm_row(&x, &self.norm, eps)?;
-        let logits = self.lm_head.forward_row(&h, &mut None)?;
+        let [_, _, _, logits] = bufs;
         let n = logits.len();
         Tensor::from_vec(logits, (1, n), &Device::Cpu)
     }

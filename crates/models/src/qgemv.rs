@@ -33,7 +33,7 @@ const QK: usize = 32;
 
 /// The weight block formats the kernels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Q8_0,
     Q4_0,
     Q4_1,
@@ -484,6 +484,107 @@ pub(crate) fn gemv(w: &QTensor, x: &QuantizedRow) -> candle_core::Result<Vec<f32
         std::slice::from_ref(&x.0),
         has_avx2(),
     ))
+}
+
+/// A weight matrix as plain row-major rows, for products computed a range of output rows at a
+/// time by the caller's threads (the decode step's team): quantized blocks, f16 or f32.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// Blocks of a [`supports`]ed type, `k` elements a row.
+    Quant {
+        kind: Kind,
+        data: &'a [u8],
+        k: usize,
+    },
+    /// f16 elements, `k` a row.
+    F16(&'a [f16], usize),
+    /// f32 elements, `k` a row.
+    F32(&'a [f32], usize),
+}
+
+impl<'a> Rows<'a> {
+    /// The quantized weight's rows (its type [`supports`]ed, on the CPU, rows whole blocks).
+    ///
+    /// # Errors
+    /// As [`matmul`].
+    pub(crate) fn quantized(w: &'a QTensor) -> candle_core::Result<Self> {
+        let (kind, _, k, data) = checked(w)?;
+        match data {
+            std::borrow::Cow::Borrowed(data) => Ok(Rows::Quant { kind, data, k }),
+            std::borrow::Cow::Owned(_) => candle_core::bail!("vidlm-qgemv: weight not in memory"),
+        }
+    }
+
+    /// Output rows.
+    pub(crate) fn rows(&self) -> usize {
+        match *self {
+            Rows::Quant { kind, data, k } => {
+                let (be, bb) = kind.block();
+                data.len() / (k / be * bb).max(1)
+            }
+            Rows::F16(w, k) => w.len() / k.max(1),
+            Rows::F32(w, k) => w.len() / k.max(1),
+        }
+    }
+
+    /// Bytes of one weight row.
+    pub(crate) fn row_bytes(&self) -> usize {
+        match *self {
+            Rows::Quant { kind, k, .. } => {
+                let (be, bb) = kind.block();
+                k / be * bb
+            }
+            Rows::F16(_, k) => 2 * k,
+            Rows::F32(_, k) => 4 * k,
+        }
+    }
+
+    /// Whether [`Rows::product`] reads the input quantized ([`QuantizedRow`]).
+    pub(crate) fn quantized_input(&self) -> bool {
+        matches!(self, Rows::Quant { .. })
+    }
+
+    /// `out[i] = dot(row first + i, x)` for `out.len()` rows from `first`, on one thread, with the
+    /// kernels of [`gemv`], [`gemv_f16`] and [`crate::cpu_ops::gemv`] (the same sums, so the same
+    /// bits). `xq` is `x` quantized, read by quantized weights (which need it).
+    ///
+    /// # Panics
+    /// Rows past the weight's, an input of another length, or a quantized weight without `xq`.
+    pub(crate) fn product(
+        &self,
+        x: &[f32],
+        xq: Option<&QuantizedRow>,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let simd = has_avx2();
+        match *self {
+            Rows::Quant { kind, data, k } => {
+                let xq = &xq.expect("a quantized weight reads the quantized input").0;
+                assert_eq!(xq.q.len(), k, "vidlm-qgemv: input length");
+                let (be, bb) = kind.block();
+                let rb = k / be * bb;
+                let rows = data[first * rb..(first + out.len()) * rb].chunks_exact(rb);
+                for (o, row) in out.iter_mut().zip(rows) {
+                    *o = dot_row(kind, row, xq, simd);
+                }
+            }
+            Rows::F16(w, k) => {
+                assert_eq!(x.len(), k, "vidlm-qgemv: input length");
+                let rows = w[first * k..(first + out.len()) * k].chunks_exact(k);
+                for (o, row) in out.iter_mut().zip(rows) {
+                    *o = dot_f16(row, x, simd);
+                }
+            }
+            Rows::F32(w, k) => {
+                assert_eq!(x.len(), k, "vidlm-qgemv: input length");
+                let rows = w[first * k..(first + out.len()) * k].chunks_exact(k);
+                for (o, row) in out.iter_mut().zip(rows) {
+                    *o = crate::cpu_ops::dot(row, x);
+                }
+            }
+        }
+    }
 }
 
 /// The weight's block format, shape and bytes, checked against each other.

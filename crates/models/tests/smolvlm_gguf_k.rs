@@ -329,6 +329,26 @@ fn fused_decode_steps_match_candle_ops() {
                     .collect()
             };
             assert_eq!(top(&a), top(&b), "{q} {name}: greedy choices");
+            // The fused step splits its rows and heads over a team of rayon's thread count;
+            // every row is the same sum whoever computes it, so any count gives the same bits.
+            for threads in [1usize, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut m = make(q, &json);
+                let c = pool.install(|| step_logits(&mut m, &prompt, &tokens));
+                for (step, (a, c)) in a.iter().zip(&c).enumerate() {
+                    let (a, c): (Vec<f32>, Vec<f32>) = (
+                        a.flatten_all().unwrap().to_vec1().unwrap(),
+                        c.flatten_all().unwrap().to_vec1().unwrap(),
+                    );
+                    assert!(
+                        a == c,
+                        "{q} {name}: step {step} on {threads} threads differs from the default pool's"
+                    );
+                }
+            }
         }
     }
 }
