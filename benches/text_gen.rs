@@ -18,7 +18,8 @@
 //! random SmolVLM2-256M text model converted by tools/make_gguf_fixtures.py to f16 and q8_0), each a
 //! line `<file stem> -> f32` (dequantized at load, as `vidlm` loads them by default).
 //! $VIDLM_BENCH_ONLY keeps only the lines whose name contains one of its comma-separated parts
-//! (benches/llamacpp.sh uses both).
+//! (benches/llamacpp.sh uses both). Each child first prints the matrix-vector kernels' stream rate
+//! on one weight of $VIDLM_BENCH_STREAM_ROWS (default 65536) x 576 rows.
 //!
 //! ```text
 //! cargo bench --workspace --bench text_gen

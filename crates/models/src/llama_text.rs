@@ -1063,7 +1063,7 @@ fn project(
                     let o = unsafe { out.part(off + first..off + first + len) };
                     r.product(x, xq.as_ref(), first, o);
                 }
-                Proj::Whole(l) => match l.forward_row(x, &mut None) {
+                Proj::Whole(l) => match l.forward_row(x) {
                     Ok(v) => {
                         // SAFETY: this projection's single task alone writes its rows.
                         let o = unsafe { out.part(off..off + v.len()) };
@@ -1078,42 +1078,11 @@ fn project(
 }
 
 impl Lin {
-    /// `self(x)` for one input row, without tensors where the weight allows: f32 rows through
-    /// [`crate::cpu_ops::gemv`], quantized blocks through [`crate::qgemv::gemv`] on `xq` (the
-    /// input quantized once, shared by the projections that read the same `x`); anything else
-    /// (a bias, f16, candle's `QMatMul`) through [`Module::forward`].
-    fn forward_row(
-        &self,
-        x: &[f32],
-        xq: &mut Option<crate::qgemv::QuantizedRow>,
-    ) -> candle_core::Result<Vec<f32>> {
-        match self {
-            Lin::Dense(l)
-                if l.bias().is_none()
-                    && l.weight().dtype() == DType::F32
-                    && l.weight().is_contiguous() =>
-            {
-                with_f32(l.weight(), |w| crate::cpu_ops::gemv(w, x))
-            }
-            Lin::Quant(QMatMul::Tensor(w)) if w.dtype() == DType::F32 && w.is_contiguous() => {
-                with_f32(w, |w| crate::cpu_ops::gemv(w, x))
-            }
-            Lin::Quant(QMatMul::QTensor(w))
-                if crate::qgemv::supports(w.dtype())
-                    && matches!(w.device(), Device::Cpu)
-                    && x.len() % 32 == 0 =>
-            {
-                let q = xq.get_or_insert_with(|| crate::qgemv::QuantizedRow::new(x));
-                crate::qgemv::gemv(w, q)
-            }
-            Lin::F16(w) if w.dim(1)? == x.len() => {
-                crate::qgemv::with_f16(w, |w| crate::qgemv::gemv_f16(w, x))
-            }
-            _ => {
-                let t = Tensor::from_slice(x, (1, 1, x.len()), &Device::Cpu)?;
-                self.forward(&t)?.flatten_all()?.to_vec1()
-            }
-        }
+    /// `self(x)` for one input row through [`Module::forward`]: the decode step's path for the
+    /// weights its team does not split into rows (see [`Proj::Whole`]).
+    fn forward_row(&self, x: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let t = Tensor::from_slice(x, (1, 1, x.len()), &Device::Cpu)?;
+        self.forward(&t)?.flatten_all()?.to_vec1()
     }
 }
 

@@ -462,30 +462,6 @@ impl QuantizedRow {
     }
 }
 
-/// `w @ x` for one quantized row `x`: [`matmul`] without the tensor round trips, for the fused
-/// decode step.
-///
-/// # Errors
-/// As [`matmul`], and an `x` not as long as the weight's rows.
-pub(crate) fn gemv(w: &QTensor, x: &QuantizedRow) -> candle_core::Result<Vec<f32>> {
-    let (kind, n, k, data) = checked(w)?;
-    if x.0.q.len() != k {
-        candle_core::bail!(
-            "vidlm-qgemv: input of {} for weight {:?}",
-            x.0.q.len(),
-            w.shape()
-        );
-    }
-    Ok(gemv_rows(
-        kind,
-        &data,
-        n,
-        k,
-        std::slice::from_ref(&x.0),
-        has_avx2(),
-    ))
-}
-
 /// A weight matrix as plain row-major rows, for products computed a range of output rows at a
 /// time by the caller's threads (the decode step's team): quantized blocks, f16 or f32.
 #[derive(Debug, Clone, Copy)]
@@ -726,12 +702,6 @@ fn gemv_f16_rows(w: &[f16], k: usize, xs: &[f32], simd: bool) -> Vec<f32> {
             }
         });
     to_row_major(t, n, m)
-}
-
-/// `w @ x` for one f32 row `x` and an f16 weight `w` `[w.len() / x.len(), x.len()]`: the fused
-/// decode step's product for GGUF F16 weights.
-pub(crate) fn gemv_f16(w: &[f16], x: &[f32]) -> Vec<f32> {
-    gemv_f16_rows(w, x.len(), x, has_avx2())
 }
 
 /// `x @ w.t()` for an f16 weight `w` `[n, k]` and an f32 `x` `[.., k]` on the CPU, the weight read
@@ -1119,9 +1089,10 @@ mod tests {
                     }
                 }
             }
-            // The one-row entry of the fused decode step is the same product.
+            // The fused decode step's row products (`Rows`) are the same product.
             if m == 1 {
-                let y = gemv_f16(&wv, &xv);
+                let mut y = vec![0f32; wv.len() / xv.len()];
+                Rows::F16(&wv, xv.len()).product(&xv, None, 0, &mut y);
                 let o: Vec<f32> = outs[outs.len() - 1]
                     .flatten_all()
                     .unwrap()

@@ -5,9 +5,9 @@
 //! As separate rayon parallel regions each one wakes the pool, waits for the slowest task and puts
 //! the threads back to sleep: the futex wakeups and the idle tails cost a large share of the step
 //! (profiled at ~15% of a SmolLM2 decode step in `sched_yield` and `futex` alone). A team starts
-//! its threads once per step ([`run`]); each stage gives every member a contiguous share of its tasks, which others steal from when
-//! they run out (so a thread slowed by the machine is helped), and ends at a barrier whose
-//! waiters spin briefly before yielding.
+//! its threads once per step ([`run`]); each stage gives every member a contiguous share of its
+//! tasks, which others steal from when they run out (so a thread slowed by the machine is
+//! helped), and ends at a barrier whose waiters spin briefly before yielding.
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
