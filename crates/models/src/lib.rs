@@ -16,6 +16,7 @@ mod interface;
 pub mod llama_text;
 pub mod load;
 pub mod memory;
+mod panel_gemm;
 pub mod qgemv;
 pub mod qwen3_vl;
 pub mod smolvlm;

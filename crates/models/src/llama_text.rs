@@ -480,8 +480,9 @@ impl Attention {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let g = self.gate.forward(x)?.silu()?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        let g = self.gate.forward(x)?;
+        self.down
+            .forward(&crate::cpu_ops::silu_mul(&g, &self.up.forward(x)?)?)
     }
 }
 
@@ -1341,11 +1342,8 @@ impl TextModel {
                     // SAFETY: the gate/up stage ended at the barrier above.
                     let g_u = unsafe { gu.all() };
                     let inter = v.p[4].rows().unwrap_or(0);
-                    let act: Vec<f32> = g_u[..inter]
-                        .iter()
-                        .zip(&g_u[inter..2 * inter])
-                        .map(|(&g, &u)| g / ((-g).exp() + 1.0) * u)
-                        .collect();
+                    let mut act = g_u[..inter].to_vec();
+                    crate::cpu_ops::silu_mul_slice(&mut act, &g_u[inter..2 * inter]);
                     project(m, &[&v.p[6]], &act, &dn_sh, &err);
                     m.sync();
                     // SAFETY: the down stage ended at the barrier above.

@@ -18,7 +18,8 @@
 //! they cost little more than one; see [`matmul`].
 //!
 //! Long prompts take [`prompt_matmul`] / [`prompt_matmul_f16`]: the weight decoded to f32 one
-//! panel of rows at a time, each panel multiplied by an f32 gemm while it is in cache.
+//! panel of rows at a time, each panel multiplied while it is in cache (by our own AVX2 tile
+//! kernel, `panel_gemm`, else the `gemm` crate).
 //!
 //! GGUF F16 weights take [`matmul_f16`]: the weight read as stored (2 bytes an element, half the
 //! f32 copy's), converted lane by lane with F16C, the activation kept in f32.
@@ -764,9 +765,22 @@ fn decode_blocks(kind: Kind, bytes: &[u8], out: &mut [f32]) -> bool {
     }
 }
 
-/// Weight rows per task of [`gemm_panels`]: 64 rows of a 1536-wide weight decode to 384 KB of
-/// f32, which stay in a core's L2 while every prompt row passes over them.
+/// Most weight rows per task of [`gemm_panels`]: 64 rows of a 1536-wide weight decode to 384 KB
+/// of f32, which stay in a core's L2 while every prompt row passes over them.
 const PANEL: usize = 64;
+
+/// Rows per panel for a weight of `n` rows over `threads`: the multiple of 16 up to [`PANEL`] that
+/// finishes soonest when every thread takes whole panels (the largest on ties; gemm runs faster on
+/// wider panels). 64-row panels of a 192-row projection are 3 tasks, so one of two threads would
+/// idle for a third of the time; 48-row panels are 4.
+fn panel_rows(n: usize, threads: usize) -> usize {
+    (1..=PANEL / 16)
+        .rev()
+        .map(|i| i * 16)
+        // The busiest thread's rows (at most all of them: one thread's time does not depend on p).
+        .min_by_key(|&p| n.min(n.div_ceil(p).div_ceil(threads.max(1)) * p))
+        .unwrap_or(PANEL)
+}
 
 /// Raw output pointer shared by [`gemm_panels`]' tasks, each writing its own columns.
 #[derive(Clone, Copy)]
@@ -776,8 +790,8 @@ unsafe impl Send for Cols {}
 unsafe impl Sync for Cols {}
 
 /// `x @ w.t()` for a prompt's rows `xf` `[m, k]` and a weight of `n` rows that `decode(first row,
-/// rows, out)` writes as f32: panels of [`PANEL`] weight rows, each decoded into a task-local
-/// buffer (in cache; no whole-weight f32 copy and its page faults) and multiplied by gemm into
+/// rows, out)` writes as f32: panels of [`panel_rows`] weight rows, each decoded into a task-local
+/// buffer (in cache; no whole-weight f32 copy and its page faults) and multiplied (panel_gemm) into
 /// their columns of `[m, n]`; panels split over rayon's pool. `None` when `decode` fails.
 fn gemm_panels(
     xf: &[f32],
@@ -788,42 +802,54 @@ fn gemm_panels(
     let m = xf.len() / k.max(1);
     let mut y = vec![0f32; m * n];
     let dst = Cols(y.as_mut_ptr());
-    let ok = (0..n.div_ceil(PANEL))
+    let panel = panel_rows(n, rayon::current_num_threads());
+    let own_kernel = crate::panel_gemm::available();
+    let ok = (0..n.div_ceil(panel))
         .into_par_iter()
-        .map_init(Vec::new, |buf: &mut Vec<f32>, p| {
-            let (r0, nr) = (p * PANEL, PANEL.min(n - p * PANEL));
-            buf.resize(nr * k, 0.0);
-            if !decode(r0, nr, buf) {
-                return false;
-            }
-            let d = dst;
-            // SAFETY: `y` is m x n and outlives the tasks; this task writes columns r0..r0 + nr
-            // of every row (its own), reading x (m x k) and its buffer (nr x k) in bounds.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    nr,
-                    k,
-                    d.0.add(r0),
-                    1,
-                    n as isize,
-                    false,
-                    xf.as_ptr(),
-                    1,
-                    k as isize,
-                    buf.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            true
-        })
+        .map_init(
+            Default::default,
+            |(buf, packed): &mut (Vec<f32>, Vec<f32>), p| {
+                let (r0, nr) = (p * panel, panel.min(n - p * panel));
+                buf.resize(nr * k, 0.0);
+                if !decode(r0, nr, buf) {
+                    return false;
+                }
+                let d = dst;
+                if own_kernel {
+                    crate::panel_gemm::pack(buf, nr, k, packed);
+                    // SAFETY: AVX2/FMA checked; `y` is m x n and outlives the tasks, and this task
+                    // writes columns r0..r0 + nr of every row (its own); xf holds m x k.
+                    unsafe { crate::panel_gemm::multiply(xf, m, k, packed, nr, d.0.add(r0), n) };
+                    return true;
+                }
+                // SAFETY: `y` is m x n and outlives the tasks; this task writes columns r0..r0 + nr
+                // of every row (its own), reading x (m x k) and its buffer (nr x k) in bounds.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        nr,
+                        k,
+                        d.0.add(r0),
+                        1,
+                        n as isize,
+                        false,
+                        xf.as_ptr(),
+                        1,
+                        k as isize,
+                        buf.as_ptr(),
+                        k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                true
+            },
+        )
         .all(|ok| ok);
     ok.then_some(y)
 }
@@ -1154,6 +1180,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn panels_keep_every_thread_busy() {
+        // 192 rows over 2 threads: 4 panels of 48, not 3 of 64 (one thread idle a third of it).
+        assert_eq!(panel_rows(192, 2), 48);
+        assert_eq!(panel_rows(576, 2), 48);
+        assert_eq!(panel_rows(1536, 2), 64);
+        assert_eq!(panel_rows(100, 2), 64);
+        // One thread does all rows whatever the panel: the widest.
+        assert_eq!(panel_rows(192, 1), 64);
+        assert_eq!(panel_rows(7, 16), 64);
     }
 
     #[test]

@@ -687,9 +687,10 @@ impl TextLayer {
             .reshape((b, s, nh * hd))?;
         let x = (x + self.o.forward(&a)?)?;
         let h = self.ln2.forward(&x)?;
-        let m = self
-            .down
-            .forward(&(self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?)?;
+        let m = self.down.forward(&crate::cpu_ops::silu_mul(
+            &self.gate.forward(&h)?,
+            &self.up.forward(&h)?,
+        )?)?;
         x + m
     }
 }
