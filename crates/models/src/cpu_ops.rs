@@ -14,6 +14,9 @@ use rayon::prelude::*;
 /// Query rows per task: a `ROWS x n` score block stays in a core's L2 for n up to a few thousand.
 const ROWS: usize = 128;
 
+/// Query rows per call of the tile kernel in causal attention: four of its 6-row tiles.
+const TILE_BLOCK: usize = 24;
+
 /// `exp(x)` for `x <= 0` (softmax after subtracting the max; also tanh below): range reduction to
 /// `r` in `[-ln2/2, ln2/2]`, a degree-6 Taylor polynomial (relative error ~2e-7, below f32's
 /// rounding of the sums that follow) and an exponent built from bits. Written as straight-line
@@ -328,13 +331,42 @@ impl CustomOp3 for Attention {
         let mut tasks = Vec::new();
         for bi in 0..b {
             for hi in 0..h {
-                for &(s, len) in &segments {
+                for (si, &(s, len)) in segments.iter().enumerate() {
                     for r in (0..len).step_by(ROWS) {
-                        tasks.push((bi, hi, s, len, r));
+                        tasks.push((bi, hi, si, s, len, r));
                     }
                 }
             }
         }
+        // Our tile kernel where it runs (rows of unit stride, whole 16-column groups of values):
+        // the keys of every (batch, kv head, segment) packed once for it, shared by the query
+        // heads and row blocks that read them.
+        let tiles = crate::panel_gemm::available()
+            && d % crate::panel_gemm::GROUP == 0
+            && [qv, kv, vv].iter().all(|vw| vw.s[3] == 1);
+        let packed_keys: Vec<Vec<f32>> = if tiles {
+            (0..b * hk * segments.len())
+                .into_par_iter()
+                .map(|i| {
+                    let (bi, hki, si) = (
+                        i / (hk * segments.len()),
+                        i / segments.len() % hk,
+                        i % segments.len(),
+                    );
+                    let (s, len) = segments[si];
+                    let count = if self.causal { t } else { len };
+                    let row = |r: usize| {
+                        let at = kv.start + bi * kv.s[0] + hki * kv.s[1] + (s + r) * kv.s[2];
+                        &k[at..at + d]
+                    };
+                    let mut out = Vec::new();
+                    crate::panel_gemm::pack(row, count, d, &mut out);
+                    out
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Output [b, n, h, d], contiguous; every element belongs to exactly one task (segments
         // cover the rows they list; rows outside every segment are zero).
         let mut out = vec![0f32; b * n * h * d];
@@ -343,7 +375,7 @@ impl CustomOp3 for Attention {
         tasks
             .into_par_iter()
             .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
-                let (bi, hi, s, len, r) = task;
+                let (bi, hi, si, s, len, r) = task;
                 let rows = ROWS.min(len - r);
                 // Keys this block reads: its segment's, or causally every one up to its last row.
                 let keys = if self.causal { past + r + rows } else { len };
@@ -354,6 +386,50 @@ impl CustomOp3 for Attention {
                 let at = |vw: View, row: usize| at_h(vw, hi, row);
                 let hkv = hi / rep;
                 let o = optr;
+                if tiles {
+                    use crate::panel_gemm::{multiply, Operand};
+                    let kp = &packed_keys[(bi * hk + hkv) * segments.len() + si];
+                    let dst = o.0.wrapping_add(((bi * n + s + r) * h + hi) * d);
+                    // SAFETY: AVX2/FMA checked (`tiles`); the query rows s + r.. (unit stride, d
+                    // each) and the value rows s.. (keys of them, d a multiple of 16) lie inside q
+                    // and v as their layouts describe; `kp` packs at least `keys` key rows;
+                    // `scores` holds rows x keys; the output block (rows r.., head hi) belongs to
+                    // this task alone.
+                    let (kop, vop) = (
+                        Operand::packed(kp, d),
+                        Operand::rows(v.as_ptr().wrapping_add(at_h(vv, hkv, s)), vv.s[2]),
+                    );
+                    // Causal: a few tiles of rows at a time, each over the keys it sees, so the
+                    // masked triangle of the block is not computed (a quarter of a 512-token
+                    // prompt's work in 128-row blocks).
+                    for a in (0..rows).step_by(TILE_BLOCK) {
+                        let sb = TILE_BLOCK.min(rows - a);
+                        let upto = if self.causal { past + r + a + sb } else { keys };
+                        let block = &mut scores[a * keys..(a + sb) * keys];
+                        // SAFETY: AVX2/FMA checked (`tiles`); the query rows s + r + a.. (unit
+                        // stride, d each) and value rows s.. (`upto` of them, d a multiple of 16)
+                        // lie inside q and v as their layouts describe; `kp` packs at least
+                        // `upto` key rows; `block` holds sb x keys >= upto; the output rows
+                        // (r + a.., head hi) belong to this task alone.
+                        unsafe {
+                            let qp = q.as_ptr().add(at(qv, s + r + a));
+                            multiply(qp, qv.s[2], sb, d, kop, upto, block.as_mut_ptr(), keys);
+                            for (i, row) in block.chunks_exact_mut(keys).enumerate() {
+                                let seen = if self.causal {
+                                    past + r + a + i + 1
+                                } else {
+                                    keys
+                                };
+                                row[..seen].iter_mut().for_each(|x| *x *= scale);
+                                softmax_row(&mut row[..seen]);
+                                row[seen..upto].fill(0.0);
+                            }
+                            let out = dst.add(a * h * d);
+                            multiply(block.as_ptr(), keys, sb, upto, vop, d, out, h * d);
+                        }
+                    }
+                    return;
+                }
                 // SAFETY: the offsets stay inside q, k, v (their layouts describe these shapes; the
                 // rows are inside the segment, checked above), `scores` holds rows x len, and the
                 // output block (rows r.., head hi) belongs to this task alone.
@@ -799,23 +875,26 @@ mod tests {
     fn fused_attention_matches_candle_on_strided_views() {
         let dev = Device::Cpu;
         // A fused QKV projection's layout: [b, n, 3, h, d], q/k/v taken as strided views. Odd
-        // sizes so row blocks end partway (70 = 64 + 6).
-        let (b, n, h, d) = (2, 70, 3, 8);
-        let qkv = Tensor::randn(0f32, 1.0, (b, n, 3, h, d), &dev).unwrap();
-        let part = |i| {
-            qkv.narrow(2, i, 1)
-                .unwrap()
-                .squeeze(2)
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-        };
-        let (q, k, v) = (part(0), part(1), part(2));
-        let ours = attention(&q, &k, &v, 0.35, &[]).unwrap();
-        let want = reference_attention(&q, &k, &v, 0.35, &[]).unwrap();
-        assert_eq!(ours.dims(), &[b, n, h, d]);
-        let diff = max_abs_diff(&ours, &want);
-        assert!(diff < 1e-5, "max abs diff {diff}");
+        // sizes so row blocks end partway (70 = 64 + 6); head sizes for candle's gemm (8) and for
+        // our tile kernel (32, whole groups of 16).
+        for d in [8, 32] {
+            let (b, n, h) = (2, 70, 3);
+            let qkv = Tensor::randn(0f32, 1.0, (b, n, 3, h, d), &dev).unwrap();
+            let part = |i| {
+                qkv.narrow(2, i, 1)
+                    .unwrap()
+                    .squeeze(2)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+            };
+            let (q, k, v) = (part(0), part(1), part(2));
+            let ours = attention(&q, &k, &v, 0.35, &[]).unwrap();
+            let want = reference_attention(&q, &k, &v, 0.35, &[]).unwrap();
+            assert_eq!(ours.dims(), &[b, n, h, d]);
+            let diff = max_abs_diff(&ours, &want);
+            assert!(diff < 1e-5, "d {d}: max abs diff {diff}");
+        }
     }
 
     #[test]

@@ -33,55 +33,88 @@ pub(crate) fn available() -> bool {
     false
 }
 
-/// Repacks a panel of `nr` f32 weight rows of `k` (`rows`, row-major) for [`multiply`]: element
+/// Repacks `nr` f32 weight rows of `k` (`row(r)` gives row `r`) for [`multiply`]: element
 /// (row `r`, column `kk`) goes to `(r / 16) * 16 * k + kk * 16 + r % 16`; the last group's missing
-/// rows are zeros.
-pub(crate) fn pack(rows: &[f32], nr: usize, k: usize, out: &mut Vec<f32>) {
+/// rows are zeros. [`Operand::packed`] reads it.
+pub(crate) fn pack<'a>(row: impl Fn(usize) -> &'a [f32], nr: usize, k: usize, out: &mut Vec<f32>) {
     let groups = nr.div_ceil(GROUP);
     out.clear();
     out.resize(groups * GROUP * k, 0.0);
     for (g, dst) in out.chunks_exact_mut(GROUP * k).enumerate() {
         let first = g * GROUP;
         for l in 0..GROUP.min(nr - first) {
-            let src = &rows[(first + l) * k..(first + l + 1) * k];
-            for (kk, &v) in src.iter().enumerate() {
+            for (kk, &v) in row(first + l)[..k].iter().enumerate() {
                 dst[kk * GROUP + l] = v;
             }
         }
     }
 }
 
-/// Writes `y[i * ldy + c] = sum_kk x[i * k + kk] * w[c][kk]` for every prompt row `i < m` and
-/// panel row `c < nr`, `w` a panel [`pack`]ed from `nr` rows of `k`.
+/// The right-hand operand of [`multiply`], `nr` output columns over `k`: element (column `c`,
+/// `kk`) at `ptr + (c / 16) * group + kk * step + c % 16`. A [`pack`]ed panel has `group = 16 k`
+/// and `step = 16`; a row-major `[k, nr]` matrix with row stride `ld` (attention's values) is
+/// already of this form with `group = 16` and `step = ld`.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand {
+    ptr: *const f32,
+    group: usize,
+    step: usize,
+}
+
+impl Operand {
+    /// A [`pack`]ed panel over `k`.
+    pub(crate) fn packed(p: &[f32], k: usize) -> Self {
+        Self {
+            ptr: p.as_ptr(),
+            group: GROUP * k,
+            step: GROUP,
+        }
+    }
+
+    /// A row-major `[k, columns]` matrix at `ptr` with row stride `ld`; every group of 16 columns
+    /// is read whole, so its column count must be a multiple of 16.
+    pub(crate) fn rows(ptr: *const f32, ld: usize) -> Self {
+        Self {
+            ptr,
+            group: GROUP,
+            step: ld,
+        }
+    }
+}
+
+/// Writes `y[i * ldy + c] = sum_kk x[i * ldx + kk] * w(c, kk)` for every row `i < m` and column
+/// `c < nr` of the [`Operand`] `w` over `k`.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA ([`available`]); `x` holds `m * k` elements, `packed` is `pack`'s
-/// output for `nr` and `k`, and `y` is valid for writes of `nr` elements at `i * ldy` for every
-/// `i < m`, written by no one else meanwhile.
+/// The CPU must have AVX2 and FMA ([`available`]); `x` is readable at `i * ldx + kk` for `i < m`,
+/// `kk < k`; `w` is readable at every element of `nr.div_ceil(16)` whole groups over `k`; `y` is
+/// writable at `nr` elements from `i * ldy` for every `i < m`, and no one else touches those
+/// meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn multiply(
-    x: &[f32],
+    x: *const f32,
+    ldx: usize,
     m: usize,
     k: usize,
-    packed: &[f32],
+    w: Operand,
     nr: usize,
     y: *mut f32,
     ldy: usize,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(x.len() >= m * k && packed.len() >= nr.div_ceil(GROUP) * GROUP * k);
     for i0 in (0..m).step_by(TILE_ROWS) {
         let rows = TILE_ROWS.min(m - i0);
         // A short last tile repeats its last row (in bounds) and stores only its own rows.
         let xr: [*const f32; TILE_ROWS] =
-            std::array::from_fn(|i| x.as_ptr().add((i0 + i.min(rows - 1)) * k));
+            std::array::from_fn(|i| x.add((i0 + i.min(rows - 1)) * ldx));
         for g in 0..nr.div_ceil(GROUP) {
-            let w = packed.as_ptr().add(g * GROUP * k);
+            let wg = w.ptr.add(g * w.group);
             let mut acc = [_mm256_setzero_ps(); 2 * TILE_ROWS];
             for kk in 0..k {
-                let w0 = _mm256_loadu_ps(w.add(kk * GROUP));
-                let w1 = _mm256_loadu_ps(w.add(kk * GROUP + 8));
+                let w0 = _mm256_loadu_ps(wg.add(kk * w.step));
+                let w1 = _mm256_loadu_ps(wg.add(kk * w.step + 8));
                 for i in 0..TILE_ROWS {
                     let b = _mm256_broadcast_ss(&*xr[i].add(kk));
                     acc[2 * i] = _mm256_fmadd_ps(b, w0, acc[2 * i]);
@@ -110,11 +143,13 @@ pub(crate) unsafe fn multiply(
 /// # Safety
 /// Never to be called.
 #[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn multiply(
-    _x: &[f32],
+    _x: *const f32,
+    _ldx: usize,
     _m: usize,
     _k: usize,
-    _packed: &[f32],
+    _w: Operand,
     _nr: usize,
     _y: *mut f32,
     _ldy: usize,
@@ -143,12 +178,14 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|i| val(i, 0.37)).collect();
             let w: Vec<f32> = (0..nr * k).map(|i| val(i, 0.11)).collect();
             let mut packed = Vec::new();
-            pack(&w, nr, k, &mut packed);
+            pack(|r| &w[r * k..(r + 1) * k], nr, k, &mut packed);
             // Output wider than the panel: the columns past it must stay untouched.
             let ldy = nr + 3;
             let mut y = vec![f32::NAN; m * ldy];
-            // SAFETY: AVX2/FMA checked above; y holds m rows of ldy >= nr.
-            unsafe { multiply(&x, m, k, &packed, nr, y.as_mut_ptr(), ldy) };
+            let op = Operand::packed(&packed, k);
+            // SAFETY: AVX2/FMA checked above; x is m x k, packed is pack's, y holds m rows of
+            // ldy >= nr.
+            unsafe { multiply(x.as_ptr(), k, m, k, op, nr, y.as_mut_ptr(), ldy) };
             for i in 0..m {
                 for c in 0..nr {
                     let want: f64 = (0..k)
@@ -161,6 +198,39 @@ mod tests {
                     );
                 }
                 assert!(y[i * ldy + nr..(i + 1) * ldy].iter().all(|v| v.is_nan()));
+            }
+        }
+    }
+
+    #[test]
+    fn row_major_operands_need_no_packing() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX2/FMA, so the kernel never runs here");
+            return;
+        }
+        // w as [k, 32] rows of stride 40 (a strided view), x with row stride 9 over k = 7.
+        let (m, k, nr, ld, ldx) = (11, 7, 32, 40, 9);
+        let x: Vec<f32> = (0..m * ldx).map(|i| ((i as f32) * 0.3).cos()).collect();
+        let w: Vec<f32> = (0..k * ld).map(|i| ((i as f32) * 0.7).sin()).collect();
+        let mut y = vec![0f32; m * nr];
+        // SAFETY: AVX2/FMA checked; every read stays in x (m rows of ldx >= k) and w (k rows of
+        // ld >= nr, nr a multiple of 16); y is m x nr.
+        unsafe {
+            multiply(
+                x.as_ptr(),
+                ldx,
+                m,
+                k,
+                Operand::rows(w.as_ptr(), ld),
+                nr,
+                y.as_mut_ptr(),
+                nr,
+            )
+        };
+        for i in 0..m {
+            for c in 0..nr {
+                let want: f32 = (0..k).map(|kk| x[i * ldx + kk] * w[kk * ld + c]).sum();
+                assert!((y[i * nr + c] - want).abs() < 1e-5, "({i}, {c})");
             }
         }
     }

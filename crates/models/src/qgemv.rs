@@ -816,10 +816,13 @@ fn gemm_panels(
                 }
                 let d = dst;
                 if own_kernel {
-                    crate::panel_gemm::pack(buf, nr, k, packed);
-                    // SAFETY: AVX2/FMA checked; `y` is m x n and outlives the tasks, and this task
-                    // writes columns r0..r0 + nr of every row (its own); xf holds m x k.
-                    unsafe { crate::panel_gemm::multiply(xf, m, k, packed, nr, d.0.add(r0), n) };
+                    use crate::panel_gemm::{multiply, pack, Operand};
+                    pack(|r| &buf[r * k..(r + 1) * k], nr, k, packed);
+                    let w = Operand::packed(packed, k);
+                    // SAFETY: AVX2/FMA checked; xf holds m x k, `packed` is pack's for nr x k;
+                    // `y` is m x n and outlives the tasks, and this task writes columns
+                    // r0..r0 + nr of every row (its own).
+                    unsafe { multiply(xf.as_ptr(), k, m, k, w, nr, d.0.add(r0), n) };
                     return true;
                 }
                 // SAFETY: `y` is m x n and outlives the tasks; this task writes columns r0..r0 + nr
