@@ -43,9 +43,10 @@ fn exp_nonpos(x: f32) -> f32 {
 /// compiler may not reorder them), so each lane keeps its own partial result.
 const LANES: usize = 16;
 
-/// In-place softmax of one row.
+/// In-place softmax of one row of scores times `scale` (> 0): `exp(scale * (x - max))`, so the
+/// scaling costs no pass of its own.
 #[inline(always)]
-fn softmax_row_generic(row: &mut [f32]) {
+fn softmax_row_generic(row: &mut [f32], scale: f32) {
     let mut maxes = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
@@ -62,13 +63,13 @@ fn softmax_row_generic(row: &mut [f32]) {
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
         for (s, x) in sums.iter_mut().zip(c) {
-            *x = exp_nonpos(*x - max);
+            *x = exp_nonpos((*x - max) * scale);
             *s += *x;
         }
     }
     let mut sum = 0f32;
     for x in chunks.into_remainder() {
-        *x = exp_nonpos(*x - max);
+        *x = exp_nonpos((*x - max) * scale);
         sum += *x;
     }
     let inv = 1.0 / (sum + sums.iter().sum::<f32>());
@@ -93,8 +94,8 @@ fn gelu_tanh_generic(dst: &mut [f32], src: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(row: &mut [f32]) {
-    softmax_row_generic(row)
+unsafe fn softmax_row_avx2(row: &mut [f32], scale: f32) {
+    softmax_row_generic(row, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -103,13 +104,14 @@ unsafe fn gelu_tanh_avx2(dst: &mut [f32], src: &[f32]) {
     gelu_tanh_generic(dst, src)
 }
 
-pub(crate) fn softmax_row(row: &mut [f32]) {
+/// Softmax of `scale` times one row, in place, on the widest code path this CPU has.
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { softmax_row_avx2(row) };
+        return unsafe { softmax_row_avx2(row, scale) };
     }
-    softmax_row_generic(row)
+    softmax_row_generic(row, scale)
 }
 
 fn gelu_tanh_slice(dst: &mut [f32], src: &[f32]) {
@@ -420,8 +422,7 @@ impl CustomOp3 for Attention {
                                 } else {
                                     keys
                                 };
-                                row[..seen].iter_mut().for_each(|x| *x *= scale);
-                                softmax_row(&mut row[..seen]);
+                                softmax_row(&mut row[..seen], scale);
                                 row[seen..upto].fill(0.0);
                             }
                             let out = dst.add(a * h * d);
@@ -459,7 +460,7 @@ impl CustomOp3 for Attention {
                     for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
                         // Causal: keys past this query's position get weight 0.
                         let seen = if self.causal { past + r + i + 1 } else { keys };
-                        softmax_row(&mut row[..seen]);
+                        softmax_row(&mut row[..seen], 1.0);
                         row[seen..].fill(0.0);
                     }
                     // out[rows, hi] = P V[seg]
@@ -774,19 +775,64 @@ impl candle_core::CustomOp2 for LinearOneRow {
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let one_row = x.rank() >= 1
-        && w.rank() == 2
-        && x.dims().last() == w.dims().get(1)
-        && x.elem_count() == w.dim(1)?;
-    if one_row
-        && x.device().is_cpu()
+    linear_bias(x, w, None)
+}
+
+/// `l.forward(x)` through [`linear_bias`] (our kernels for f32 on the CPU).
+///
+/// # Errors
+/// As [`linear_bias`].
+pub fn dense(x: &Tensor, l: &candle_nn::Linear) -> candle_core::Result<Tensor> {
+    linear_bias(x, l.weight(), l.bias())
+}
+
+/// Rows of input from which [`linear_bias`] takes the tile kernel: below, repacking every weight
+/// panel costs more than candle's gemm loses.
+const TILE_MIN_ROWS: usize = 64;
+
+/// [`linear`] plus a bias of the weight's row count: `x @ w.t() + bias`, as
+/// `candle_nn::Linear::forward` computes it. Many rows of f32 on the CPU (prompts, image tiles)
+/// take our tile kernel (`qgemv::prompt_linear_f32`) where the CPU has AVX2 and FMA.
+///
+/// # Errors
+/// As [`linear`]; a bias whose shape does not fit.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let w = Tensor::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, 6.0]], &Device::Cpu)?;
+/// let b = Tensor::new(&[0.5f32, 0.0, -1.0], &Device::Cpu)?;
+/// let x = Tensor::new(&[[[1f32, 1.0]]], &Device::Cpu)?;
+/// let y = vidlm_models::cpu_ops::linear_bias(&x, &w, Some(&b))?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![3.5, 7.0, 10.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn linear_bias(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let f32_cpu = x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
+        && w.rank() == 2
         && w.is_contiguous()
-    {
-        return x.contiguous()?.apply_op2_no_bwd(w, &LinearOneRow);
+        && x.dims().last() == w.dims().get(1);
+    if f32_cpu && x.elem_count() == w.dim(1)? {
+        let y = x.contiguous()?.apply_op2_no_bwd(w, &LinearOneRow)?;
+        return match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        };
     }
-    x.broadcast_matmul(&w.t()?)
+    if f32_cpu
+        && crate::panel_gemm::available()
+        && x.elem_count() >= TILE_MIN_ROWS * w.dim(1)?
+        && bias.is_none_or(|b| b.dtype() == DType::F32 && b.rank() == 1)
+    {
+        return crate::qgemv::prompt_linear_f32(x, w, bias);
+    }
+    let y = x.broadcast_matmul(&w.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
 }
 
 #[cfg(test)]
@@ -818,6 +864,30 @@ mod tests {
         assert!(worst < 5e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpos(0.0), 1.0);
         assert!(exp_nonpos(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn linear_bias_matches_candle_on_every_path() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (37, 48), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 37, &dev).unwrap();
+        // One row (matrix-vector), a few rows (candle), many rows (the tile kernel, 140 >= 64).
+        for rows in [1, 5, 140] {
+            let x = Tensor::randn(0f32, 1.0, (1, rows, 48), &dev).unwrap();
+            for bias in [None, Some(&b)] {
+                let got = linear_bias(&x, &w, bias).unwrap();
+                let mut want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+                if let Some(b) = bias {
+                    want = want.broadcast_add(b).unwrap();
+                }
+                assert_eq!(got.dims(), want.dims());
+                let diff = max_abs_diff(&got, &want);
+                assert!(diff < 1e-4, "rows {rows}: max abs diff {diff}");
+            }
+        }
+        let short = Tensor::randn(0f32, 1.0, 36, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 140, 48), &dev).unwrap();
+        assert!(linear_bias(&x, &w, Some(&short)).is_err());
     }
 
     #[test]

@@ -249,10 +249,8 @@ impl Module for Lin {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             // One row (a decode step) on the CPU: a matrix-vector product, see cpu_ops::linear.
-            Lin::Dense(l) if l.bias().is_none() && xs.elem_count() == l.weight().dim(1)? => {
-                crate::cpu_ops::linear(xs, l.weight())
-            }
-            Lin::Dense(l) => l.forward(xs),
+            // One row: a matrix-vector product; many: our tile kernel (see cpu_ops::linear_bias).
+            Lin::Dense(l) => crate::cpu_ops::dense(xs, l),
             Lin::Quant(QMatMul::QTensor(w))
                 if xs.device().is_cpu() && crate::qgemv::supports(w.dtype()) =>
             {
@@ -890,17 +888,6 @@ fn stored_lin(t: QTensor) -> Result<Lin, ModelError> {
     Ok(Lin::Quant(QMatMul::from_qtensor(t)?))
 }
 
-/// Runs `f` on the elements of a contiguous f32 CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (st, l) = t.storage_and_layout();
-    match (&*st, l.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
-            Ok(f(&v[a..b]))
-        }
-        _ => candle_core::bail!("fused decode step: needs a contiguous f32 CPU tensor"),
-    }
-}
-
 /// `x * w / rms(x)` as candle's `rms_norm` computes it (sum of squares in f32).
 fn rms_norm_row(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let sum2: f32 = x.iter().map(|v| v * v).sum();
@@ -1124,7 +1111,7 @@ fn attend_head(
         .map(|t| crate::cpu_ops::dot(qh, key(t)) * scale)
         .chain(std::iter::once(crate::cpu_ops::dot(qh, k_new) * scale))
         .collect();
-    crate::cpu_ops::softmax_row(&mut p);
+    crate::cpu_ops::softmax_row(&mut p, 1.0);
     out.fill(0.0);
     for (t, &w) in p.iter().enumerate() {
         let v = if t < len {
@@ -1170,7 +1157,7 @@ impl TextModel {
         let (interleaved, eps, hidden) = (*interleaved_rope, *rms_eps, *hidden);
         let d0 = layers.first().map_or(hidden, |l| l.attn.head_dim);
         let row = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
-            with_f32(t, |v| v[pos * (d0 / 2)..(pos + 1) * (d0 / 2)].to_vec())
+            crate::qgemv::with_f32(t, |v| v[pos * (d0 / 2)..(pos + 1) * (d0 / 2)].to_vec())
         };
         let (cos, sin) = (row(cos)?, row(sin)?);
 

@@ -792,11 +792,13 @@ unsafe impl Sync for Cols {}
 /// `x @ w.t()` for a prompt's rows `xf` `[m, k]` and a weight of `n` rows that `decode(first row,
 /// rows, out)` writes as f32: panels of [`panel_rows`] weight rows, each decoded into a task-local
 /// buffer (in cache; no whole-weight f32 copy and its page faults) and multiplied (panel_gemm) into
-/// their columns of `[m, n]`; panels split over rayon's pool. `None` when `decode` fails.
+/// their columns of `[m, n]`, plus `bias` (`n` values) while they are in cache; panels split over
+/// rayon's pool. `None` when `decode` fails.
 fn gemm_panels(
     xf: &[f32],
     n: usize,
     k: usize,
+    bias: Option<&[f32]>,
     decode: impl Fn(usize, usize, &mut [f32]) -> bool + Sync,
 ) -> Option<Vec<f32>> {
     let m = xf.len() / k.max(1);
@@ -823,32 +825,41 @@ fn gemm_panels(
                     // `y` is m x n and outlives the tasks, and this task writes columns
                     // r0..r0 + nr of every row (its own).
                     unsafe { multiply(xf.as_ptr(), k, m, k, w, nr, d.0.add(r0), n) };
-                    return true;
+                } else {
+                    // SAFETY: `y` is m x n and outlives the tasks; this task writes columns r0..r0 + nr
+                    // of every row (its own), reading x (m x k) and its buffer (nr x k) in bounds.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            nr,
+                            k,
+                            d.0.add(r0),
+                            1,
+                            n as isize,
+                            false,
+                            xf.as_ptr(),
+                            1,
+                            k as isize,
+                            buf.as_ptr(),
+                            k as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
-                // SAFETY: `y` is m x n and outlives the tasks; this task writes columns r0..r0 + nr
-                // of every row (its own), reading x (m x k) and its buffer (nr x k) in bounds.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        nr,
-                        k,
-                        d.0.add(r0),
-                        1,
-                        n as isize,
-                        false,
-                        xf.as_ptr(),
-                        1,
-                        k as isize,
-                        buf.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                if let Some(b) = bias {
+                    let b = &b[r0..r0 + nr];
+                    for i in 0..m {
+                        // SAFETY: columns r0..r0 + nr of row i lie in `y` and are this task's.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(d.0.add(i * n + r0), nr) };
+                        row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                    }
                 }
                 true
             },
@@ -884,13 +895,61 @@ pub fn prompt_matmul(x: &Tensor, w: &QTensor) -> candle_core::Result<Tensor> {
     let xf = input_rows(x, k, w.shape().dims())?;
     let (be, bb) = kind.block();
     let row_bytes = k / be * bb;
-    let y = gemm_panels(&xf, n, k, |r0, nr, out| {
+    let y = gemm_panels(&xf, n, k, None, |r0, nr, out| {
         decode_blocks(kind, &data[r0 * row_bytes..(r0 + nr) * row_bytes], out)
     });
     match y {
         Some(y) => output(y, x, n),
         None => x.broadcast_matmul(&w.dequantize(x.device())?.t()?),
     }
+}
+
+/// `x @ w.t() + bias` for many rows of `x` and an f32 weight `[n, k]` (contiguous, on the CPU;
+/// `bias` of `n`): panels copied into the tile kernel's layout. Where the kernel runs (x86-64 with
+/// AVX2 and FMA) this is what [`crate::cpu_ops::linear`] takes for prompts and image tiles;
+/// elsewhere candle's matmul is as fast.
+///
+/// # Errors
+/// An input on another device or whose last dimension is not `k`; a weight that is not a
+/// contiguous f32 CPU matrix; a bias that is not `n` f32 values.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let dev = Device::Cpu;
+/// let w = (Tensor::arange(0f32, 4096.0, &dev)? * 0.37)?.sin()?.reshape((64, 64))?;
+/// let x = (Tensor::arange(0f32, 2560.0, &dev)? * 0.11)?.cos()?.reshape((1, 40, 64))?;
+/// let b = Tensor::arange(0f32, 64.0, &dev)?;
+/// let y = vidlm_models::qgemv::prompt_linear_f32(&x, &w, Some(&b))?;
+/// let want = x.broadcast_matmul(&w.t()?)?.broadcast_add(&b)?;
+/// let err: f32 = (y - want)?.abs()?.max_all()?.to_scalar()?;
+/// assert!(err < 1e-4);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn prompt_linear_f32(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (n, k) = w.dims2()?;
+    let xf = input_rows(x, k, w.dims())?;
+    let b: Option<Vec<f32>> = bias
+        .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+        .transpose()?;
+    if b.as_ref().is_some_and(|b| b.len() != n) {
+        candle_core::bail!(
+            "vidlm-qgemv: bias {:?} for weight {:?}",
+            bias.map(|b| b.dims()),
+            w.dims()
+        );
+    }
+    let y = with_f32(w, |wf| {
+        gemm_panels(&xf, n, k, b.as_deref(), |r0, nr, out| {
+            out.copy_from_slice(&wf[r0 * k..(r0 + nr) * k]);
+            true
+        })
+    })?;
+    output(y.expect("copying f32 cannot fail"), x, n)
 }
 
 /// [`prompt_matmul`] for an f16 weight `[n, k]` (contiguous, on the CPU): panels converted with
@@ -903,7 +962,7 @@ pub fn prompt_matmul_f16(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> 
     let (n, k) = w.dims2()?;
     let xf = input_rows(x, k, w.dims())?;
     let y = with_f16(w, |h| {
-        gemm_panels(&xf, n, k, |r0, nr, out| {
+        gemm_panels(&xf, n, k, None, |r0, nr, out| {
             h[r0 * k..(r0 + nr) * k].convert_to_f32_slice(out);
             true
         })
@@ -955,7 +1014,18 @@ fn blocks_to_f32<T: candle_core::quantized::k_quants::GgmlType>(
     true
 }
 
-/// Runs `f` on the elements of a contiguous f16 CPU tensor.
+/// Runs `f` on the elements of a contiguous f32 CPU tensor (an error for any other).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (st, l) = t.storage_and_layout();
+    match (&*st, l.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+            Ok(f(&v[a..b]))
+        }
+        _ => candle_core::bail!("vidlm-qgemv: needs a contiguous f32 CPU tensor"),
+    }
+}
+
+/// Runs `f` on the elements of a contiguous f16 CPU tensor (an error for any other).
 pub(crate) fn with_f16<R>(t: &Tensor, f: impl FnOnce(&[f16]) -> R) -> candle_core::Result<R> {
     let (st, l) = t.storage_and_layout();
     match (&*st, l.contiguous_offsets()) {

@@ -359,7 +359,7 @@ impl VisionBlock {
         let (n, hidden) = x.dims2()?;
         let hd = hidden / self.heads;
         let h = self.norm1.forward(x)?;
-        let qkv = self.qkv.forward(&h)?.reshape((n, 3, self.heads, hd))?;
+        let qkv = cpu_ops::dense(&h, &self.qkv)?.reshape((n, 3, self.heads, hd))?;
         // [1, heads, n, hd] views; rope makes q and k contiguous, v stays a strided view that the
         // fused attention reads in place.
         let part = |i| {
@@ -373,11 +373,14 @@ impl VisionBlock {
         let v = part(2)?;
         let scale = (hd as f64).powf(-0.5);
         let a = cpu_ops::attention(&q, &k, &v, scale, segments)?.reshape((n, hidden))?;
-        let x = (x + self.proj.forward(&a)?)?;
-        let m = self.fc2.forward(&gelu(
-            &self.fc1.forward(&self.norm2.forward(&x)?)?,
-            &self.act,
-        )?)?;
+        let x = (x + cpu_ops::dense(&a, &self.proj)?)?;
+        let m = cpu_ops::dense(
+            &gelu(
+                &cpu_ops::dense(&self.norm2.forward(&x)?, &self.fc1)?,
+                &self.act,
+            )?,
+            &self.fc2,
+        )?;
         x + m
     }
 }
@@ -412,7 +415,7 @@ impl Merger {
             self.norm.forward(x)?.reshape((n, self.merged))?
         };
         // The merger's activation is nn.GELU(): the exact erf form.
-        self.fc2.forward(&self.fc1.forward(&x)?.gelu_erf()?)
+        cpu_ops::dense(&cpu_ops::dense(&x, &self.fc1)?.gelu_erf()?, &self.fc2)
     }
 }
 
@@ -663,13 +666,11 @@ impl TextLayer {
         let h = self.ln1.forward(x)?;
         let q = self
             .q_norm
-            .forward(&self.q.forward(&h)?.reshape((b, s, nh, hd))?)?;
+            .forward(&cpu_ops::dense(&h, &self.q)?.reshape((b, s, nh, hd))?)?;
         let k = self
             .k_norm
-            .forward(&self.k.forward(&h)?.reshape((b, s, nkv, hd))?)?;
-        let v = self
-            .v
-            .forward(&h)?
+            .forward(&cpu_ops::dense(&h, &self.k)?.reshape((b, s, nkv, hd))?)?;
+        let v = cpu_ops::dense(&h, &self.v)?
             .reshape((b, s, nkv, hd))?
             .transpose(1, 2)?;
         let q = rope(&q.transpose(1, 2)?, cos, sin)?;
@@ -685,12 +686,15 @@ impl TextLayer {
         // Causal over the cache, each kv head serving its group of query heads in place.
         let a = cpu_ops::causal_attention(&q.contiguous()?, &k, &v, (hd as f64).powf(-0.5))?
             .reshape((b, s, nh * hd))?;
-        let x = (x + self.o.forward(&a)?)?;
+        let x = (x + cpu_ops::dense(&a, &self.o)?)?;
         let h = self.ln2.forward(&x)?;
-        let m = self.down.forward(&crate::cpu_ops::silu_mul(
-            &self.gate.forward(&h)?,
-            &self.up.forward(&h)?,
-        )?)?;
+        let m = cpu_ops::dense(
+            &cpu_ops::silu_mul(
+                &cpu_ops::dense(&h, &self.gate)?,
+                &cpu_ops::dense(&h, &self.up)?,
+            )?,
+            &self.down,
+        )?;
         x + m
     }
 }
@@ -864,7 +868,7 @@ impl TextModel {
         } else {
             x.narrow(0, s - 1, 1)?
         };
-        let logits = self.lm_head.forward(&self.norm.forward(&x)?)?;
+        let logits = cpu_ops::dense(&self.norm.forward(&x)?, &self.lm_head)?;
         Ok(if all_logits {
             logits
         } else {

@@ -245,14 +245,14 @@ impl VisionLayer {
         let h = self.ln1.forward(x)?;
         // [b, heads, n, hd] views of the projections; the fused attention reads them strided.
         let split = |t: Tensor| t.reshape((b, n, self.heads, hd))?.transpose(1, 2);
-        let q = split(self.q.forward(&h)?)?;
-        let k = split(self.k.forward(&h)?)?;
-        let v = split(self.v.forward(&h)?)?;
+        let q = split(cpu_ops::dense(&h, &self.q)?)?;
+        let k = split(cpu_ops::dense(&h, &self.k)?)?;
+        let v = split(cpu_ops::dense(&h, &self.v)?)?;
         let y =
             cpu_ops::attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), &[])?.reshape((b, n, d))?;
-        let x = (x + self.o.forward(&y)?)?;
-        let h = cpu_ops::gelu_tanh(&self.fc1.forward(&self.ln2.forward(&x)?)?)?;
-        x + self.fc2.forward(&h)?
+        let x = (x + cpu_ops::dense(&y, &self.o)?)?;
+        let h = cpu_ops::gelu_tanh(&cpu_ops::dense(&self.ln2.forward(&x)?, &self.fc1)?)?;
+        x + cpu_ops::dense(&h, &self.fc2)?
     }
 }
 
@@ -422,7 +422,7 @@ impl VisionTower {
             .permute((0, 2, 1, 3))?
             .contiguous()?
             .reshape((b, n / (s * s), d * s * s))?;
-        Ok(self.proj.forward(&x)?)
+        Ok(cpu_ops::dense(&x, &self.proj)?)
     }
 
     /// The dtype the tower computes in (its weights').
