@@ -166,6 +166,84 @@ pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// `out = x * w / rms(x)` for one row, as candle's `rms_norm` computes it (the sum of squares
+/// in f32, in order), so the fused paths give candle's values.
+pub(crate) fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum2: f32 = x.iter().map(|v| v * v).sum();
+    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(w) {
+        *o = v / m * w;
+    }
+}
+
+/// The residual add and the next RMS norm of a decoder layer in one pass: `(x + y, rms_norm(x +
+/// y) * w)`, rows of `w.len()`. Contiguous f32 on the CPU runs fused and multithreaded over rows
+/// (candle's add and norm are two passes and two allocations over the whole prompt), anything
+/// else candle's ops; the values are the same.
+///
+/// # Errors
+/// `x` and `y` of different shapes, a weight that does not match their last dimension, and
+/// candle's errors.
+///
+/// # Example
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu)?;
+/// let y = Tensor::new(&[[2f32, 2.0], [-3.0, 0.0]], &Device::Cpu)?;
+/// let w = Tensor::new(&[1f32, 0.5], &Device::Cpu)?;
+/// let (sum, normed) = vidlm_models::cpu_ops::add_rms_norm(&x, &y, &w, 1e-6)?;
+/// assert_eq!(sum.to_vec2::<f32>()?, vec![vec![3.0, 4.0], vec![0.0, 4.0]]);
+/// let want = candle_nn::ops::rms_norm(&sum, &w, 1e-6)?;
+/// assert_eq!(normed.to_vec2::<f32>()?, want.to_vec2::<f32>()?);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn add_rms_norm(
+    x: &Tensor,
+    y: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let d = w.dims1()?;
+    if x.shape() != y.shape() || x.dims().last() != Some(&d) {
+        candle_core::bail!(
+            "vidlm-add-rms-norm: x {:?}, y {:?} and weight {:?} do not fit",
+            x.dims(),
+            y.dims(),
+            w.dims()
+        );
+    }
+    let fusable = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+    if !(fusable(x) && fusable(y) && fusable(w)) || d == 0 {
+        let sum = (x + y)?;
+        let normed = candle_nn::ops::rms_norm(&sum, w, eps)?;
+        return Ok((sum, normed));
+    }
+    use crate::qgemv::with_f32;
+    let (sum, normed) = with_f32(x, |xs| {
+        with_f32(y, |ys| {
+            with_f32(w, |ws| {
+                let mut sum = vec![0f32; xs.len()];
+                let mut normed = vec![0f32; xs.len()];
+                sum.par_chunks_mut(d)
+                    .zip(normed.par_chunks_mut(d))
+                    .zip(xs.par_chunks(d).zip(ys.par_chunks(d)))
+                    .with_min_len(16)
+                    .for_each(|((s, n), (a, b))| {
+                        for ((s, a), b) in s.iter_mut().zip(a).zip(b) {
+                            *s = a + b;
+                        }
+                        rms_norm_into(s, ws, eps, n);
+                    });
+                (sum, normed)
+            })
+        })
+    })???;
+    Ok((
+        Tensor::from_vec(sum, x.shape(), x.device())?,
+        Tensor::from_vec(normed, x.shape(), x.device())?,
+    ))
+}
+
 /// SwiGLU's gate in place: `g = silu(g) * u = g * sigmoid(g) * u`, the sigmoid through
 /// `exp(-|g|)` so it never overflows.
 #[inline(always)]
@@ -888,6 +966,32 @@ mod tests {
         let short = Tensor::randn(0f32, 1.0, 36, &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 140, 48), &dev).unwrap();
         assert!(linear_bias(&x, &w, Some(&short)).is_err());
+    }
+
+    #[test]
+    fn add_rms_norm_gives_candles_values() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 70, 576), &dev).unwrap();
+        let y = Tensor::randn(0f32, 1.0, (2, 70, 576), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, 576, &dev).unwrap();
+        let sum = (&x + &y).unwrap();
+        let want = candle_nn::ops::rms_norm(&sum, &w, 1e-5).unwrap();
+        let (s, n) = add_rms_norm(&x, &y, &w, 1e-5).unwrap();
+        assert_eq!(max_abs_diff(&s, &sum), 0.0);
+        assert_eq!(max_abs_diff(&n, &want), 0.0);
+        // A strided input takes candle's ops: the same values.
+        let xt = x
+            .transpose(0, 1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let (s2, n2) = add_rms_norm(&xt, &y, &w, 1e-5).unwrap();
+        assert_eq!(max_abs_diff(&s2, &sum), 0.0);
+        assert!(max_abs_diff(&n2, &want) < 1e-5);
+        assert!(add_rms_norm(&x, &y.narrow(1, 0, 5).unwrap(), &w, 1e-5).is_err());
+        assert!(add_rms_norm(&x, &y, &w.narrow(0, 0, 5).unwrap(), 1e-5).is_err());
     }
 
     #[test]

@@ -849,13 +849,24 @@ impl TextModel {
         let cos = self.cos.narrow(0, offset, s)?;
         let sin = self.sin.narrow(0, offset, s)?;
         let mut x = embeds.to_dtype(self.dtype)?;
-        for l in &mut self.layers {
-            let r = x.clone();
-            let h = l.input_norm.forward(&x)?;
-            let h = l.attn.forward(&h, &cos, &sin, self.interleaved_rope)?;
-            let x2 = (r + h)?;
-            let h = l.mlp.forward(&l.post_norm.forward(&x2)?)?;
-            x = (x2 + h)?;
+        // Each residual add is fused with the norm that follows it (the next layer's input norm,
+        // or the layer's own post-attention norm).
+        let weight = |n: &candle_nn::RmsNorm| n.clone().into_inner().weight().clone();
+        let eps = self.rms_eps;
+        let mut h = match self.layers.first() {
+            Some(l) => l.input_norm.forward(&x)?,
+            None => x.clone(),
+        };
+        for i in 0..self.layers.len() {
+            let next = self.layers.get(i + 1).map(|n| weight(&n.input_norm));
+            let l = &mut self.layers[i];
+            let a = l.attn.forward(&h, &cos, &sin, self.interleaved_rope)?;
+            let (x2, h2) = crate::cpu_ops::add_rms_norm(&x, &a, &weight(&l.post_norm), eps)?;
+            let m = l.mlp.forward(&h2)?;
+            match next {
+                Some(w) => (x, h) = crate::cpu_ops::add_rms_norm(&x2, &m, &w, eps)?,
+                None => x = (x2 + m)?,
+            }
         }
         self.pos += s;
         let x = if all_logits {
@@ -890,9 +901,9 @@ fn stored_lin(t: QTensor) -> Result<Lin, ModelError> {
 
 /// `x * w / rms(x)` as candle's `rms_norm` computes it (sum of squares in f32).
 fn rms_norm_row(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let sum2: f32 = x.iter().map(|v| v * v).sum();
-    let m = (sum2 / x.len() as f32 + eps).sqrt();
-    x.iter().zip(w).map(|(v, w)| v / m * w).collect()
+    let mut out = vec![0f32; x.len()];
+    crate::cpu_ops::rms_norm_into(x, w, eps, &mut out);
+    out
 }
 
 /// A contiguous CPU tensor's storage, read-locked for a decode step.
