@@ -892,12 +892,13 @@ fn gemm_panels(
 /// ```
 pub fn prompt_matmul(x: &Tensor, w: &QTensor) -> candle_core::Result<Tensor> {
     let (kind, n, k, data) = checked(w)?;
-    let xf = input_rows(x, k, w.shape().dims())?;
     let (be, bb) = kind.block();
     let row_bytes = k / be * bb;
-    let y = gemm_panels(&xf, n, k, None, |r0, nr, out| {
-        decode_blocks(kind, &data[r0 * row_bytes..(r0 + nr) * row_bytes], out)
-    });
+    let y = with_input_rows(x, k, w.shape().dims(), |xf| {
+        gemm_panels(xf, n, k, None, |r0, nr, out| {
+            decode_blocks(kind, &data[r0 * row_bytes..(r0 + nr) * row_bytes], out)
+        })
+    })?;
     match y {
         Some(y) => output(y, x, n),
         None => x.broadcast_matmul(&w.dequantize(x.device())?.t()?),
@@ -932,7 +933,6 @@ pub fn prompt_linear_f32(
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     let (n, k) = w.dims2()?;
-    let xf = input_rows(x, k, w.dims())?;
     let b: Option<Vec<f32>> = bias
         .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
         .transpose()?;
@@ -944,11 +944,13 @@ pub fn prompt_linear_f32(
         );
     }
     let y = with_f32(w, |wf| {
-        gemm_panels(&xf, n, k, b.as_deref(), |r0, nr, out| {
-            out.copy_from_slice(&wf[r0 * k..(r0 + nr) * k]);
-            true
+        with_input_rows(x, k, w.dims(), |xf| {
+            gemm_panels(xf, n, k, b.as_deref(), |r0, nr, out| {
+                out.copy_from_slice(&wf[r0 * k..(r0 + nr) * k]);
+                true
+            })
         })
-    })?;
+    })??;
     output(y.expect("copying f32 cannot fail"), x, n)
 }
 
@@ -960,25 +962,37 @@ pub fn prompt_linear_f32(
 pub fn prompt_matmul_f16(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     use half::slice::HalfFloatSliceExt;
     let (n, k) = w.dims2()?;
-    let xf = input_rows(x, k, w.dims())?;
     let y = with_f16(w, |h| {
-        gemm_panels(&xf, n, k, None, |r0, nr, out| {
-            h[r0 * k..(r0 + nr) * k].convert_to_f32_slice(out);
-            true
+        with_input_rows(x, k, w.dims(), |xf| {
+            gemm_panels(xf, n, k, None, |r0, nr, out| {
+                h[r0 * k..(r0 + nr) * k].convert_to_f32_slice(out);
+                true
+            })
         })
-    })?;
+    })??;
     output(y.expect("converting f16 cannot fail"), x, n)
 }
 
-/// `x` as f32 rows of `k`, checked to be on the CPU and to end in `k`.
-fn input_rows(x: &Tensor, k: usize, w: &[usize]) -> candle_core::Result<Vec<f32>> {
+/// Runs `f` on `x` as f32 rows of `k`, checked to be on the CPU and to end in `k`: a contiguous
+/// f32 `x` in place (an activation of a few MB, copied for every projection otherwise), any other
+/// converted to a vector first.
+fn with_input_rows<R>(
+    x: &Tensor,
+    k: usize,
+    w: &[usize],
+    f: impl FnOnce(&[f32]) -> R,
+) -> candle_core::Result<R> {
     if !x.device().is_cpu() || x.dims().last() != Some(&k) {
         candle_core::bail!(
             "vidlm-qgemv: input {:?} for weight {w:?} (CPU only)",
             x.dims()
         );
     }
-    x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+    if x.dtype() == DType::F32 && x.is_contiguous() {
+        return with_f32(x, f);
+    }
+    let xf: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(f(&xf))
 }
 
 /// `y` in `x`'s shape with the last dimension `n`.
