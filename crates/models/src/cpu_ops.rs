@@ -43,10 +43,10 @@ fn exp_nonpos(x: f32) -> f32 {
 /// compiler may not reorder them), so each lane keeps its own partial result.
 const LANES: usize = 16;
 
-/// In-place softmax of one row of scores times `scale` (> 0): `exp(scale * (x - max))`, so the
-/// scaling costs no pass of its own.
+/// A softmax without its division, in place: `exp(scale * (x - max))` for scores `x` and `scale`
+/// > 0 (the scaling costs no pass of its own); returns the sum the caller divides by.
 #[inline(always)]
-fn softmax_row_generic(row: &mut [f32], scale: f32) {
+fn exp_row_generic(row: &mut [f32], scale: f32) -> f32 {
     let mut maxes = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
@@ -72,7 +72,13 @@ fn softmax_row_generic(row: &mut [f32], scale: f32) {
         *x = exp_nonpos((*x - max) * scale);
         sum += *x;
     }
-    let inv = 1.0 / (sum + sums.iter().sum::<f32>());
+    sum + sums.iter().sum::<f32>()
+}
+
+/// In-place softmax of one row of scores times `scale` (> 0).
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32], scale: f32) {
+    let inv = 1.0 / exp_row_generic(row, scale);
     for x in row.iter_mut() {
         *x *= inv;
     }
@@ -102,6 +108,23 @@ unsafe fn softmax_row_avx2(row: &mut [f32], scale: f32) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_tanh_avx2(dst: &mut [f32], src: &[f32]) {
     gelu_tanh_generic(dst, src)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_row_avx2(row: &mut [f32], scale: f32) -> f32 {
+    exp_row_generic(row, scale)
+}
+
+/// [`exp_row_generic`] on the widest code path this CPU has: attention divides its outputs by
+/// the sum instead (`head_dim` values a row, not one per key).
+fn exp_row(row: &mut [f32], scale: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { exp_row_avx2(row, scale) };
+    }
+    exp_row_generic(row, scale)
 }
 
 /// Softmax of `scale` times one row, in place, on the widest code path this CPU has.
@@ -494,17 +517,24 @@ impl CustomOp3 for Attention {
                         unsafe {
                             let qp = q.as_ptr().add(at(qv, s + r + a));
                             multiply(qp, qv.s[2], sb, d, kop, upto, block.as_mut_ptr(), keys);
+                            let mut sums = [0f32; TILE_BLOCK];
                             for (i, row) in block.chunks_exact_mut(keys).enumerate() {
                                 let seen = if self.causal {
                                     past + r + a + i + 1
                                 } else {
                                     keys
                                 };
-                                softmax_row(&mut row[..seen], scale);
+                                sums[i] = exp_row(&mut row[..seen], scale);
                                 row[seen..upto].fill(0.0);
                             }
                             let out = dst.add(a * h * d);
                             multiply(block.as_ptr(), keys, sb, upto, vop, d, out, h * d);
+                            // The softmax's division, on the d outputs of each row.
+                            for (i, sum) in sums.iter().take(sb).enumerate() {
+                                let inv = 1.0 / sum;
+                                let row = std::slice::from_raw_parts_mut(out.add(i * h * d), d);
+                                row.iter_mut().for_each(|y| *y *= inv);
+                            }
                         }
                     }
                     return;
