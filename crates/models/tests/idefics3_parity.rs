@@ -11,10 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use vidlm_models::{
     load_model, Clip, FramePixels, GenerationParams, LoadOptions, PixelData, VideoFrame,
 };
+
+mod common;
+use common::{ids, max_abs, max_abs_diff};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -29,27 +32,6 @@ fn load_png(path: &Path, pts: f64) -> VideoFrame {
         height,
         pts,
     }
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
 }
 
 /// Greedy tokens equal the reference's (its stop token dropped), or differ first where

@@ -12,6 +12,9 @@ use vidlm_models::qwen3_vl::processor::{rope_index, Expansion, Processor, Visual
 use vidlm_models::qwen3_vl::Qwen3Vl;
 use vidlm_models::{GenerationParams, VideoFrame};
 
+mod common;
+use common::max_abs_diff;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -72,19 +75,6 @@ impl Reference {
             })
             .collect()
     }
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn mean_abs(a: &Tensor, b: &Tensor) -> f32 {
@@ -191,7 +181,7 @@ fn pixel_values_match_transformers() {
             // normalization to [-1, 1]).
             let px = proc.image_pixels(&frames[0], &Device::Cpu).unwrap();
             assert_eq!(px.pixels.dims(), want.dims(), "{name}");
-            let (max, mean) = (max_abs(&px.pixels, want), mean_abs(&px.pixels, want));
+            let (max, mean) = (max_abs_diff(&px.pixels, want), mean_abs(&px.pixels, want));
             eprintln!("{name}: pixel max abs diff {max}, mean {mean}");
             assert!(max <= 2.0 / 255.0 + 1e-6, "{name}: max abs diff {max}");
             assert!(mean <= 1e-4, "{name}: mean abs diff {mean}");
@@ -199,7 +189,7 @@ fn pixel_values_match_transformers() {
             // Frames already at a multiple of 16: no resize, the same f32 arithmetic.
             let px = proc.video_pixels(&frames, &Device::Cpu).unwrap();
             assert_eq!(px.pixels.dims(), want.dims(), "{name}");
-            assert_eq!(max_abs(&px.pixels, want), 0.0, "{name}");
+            assert_eq!(max_abs_diff(&px.pixels, want), 0.0, "{name}");
         }
     }
 }
@@ -236,7 +226,7 @@ fn logits_and_greedy_tokens_match_transformers() {
         let logits = model.prefill(&ids, &pos, Some(&visual), true).unwrap();
         let want = r.t(&format!("{name}.logits"));
         assert_eq!(logits.dims(), want.dims(), "{name}");
-        let diff = max_abs(&logits, want);
+        let diff = max_abs_diff(&logits, want);
         eprintln!("{name}: logits max abs diff {diff:e}");
         assert!(diff <= 1e-4, "{name}: logits max abs diff {diff}");
 

@@ -17,6 +17,9 @@ use vidlm_models::chat_template::ChatTemplate;
 use vidlm_models::gguf::GgufChatModel;
 use vidlm_models::GenerationParams;
 
+mod common;
+use common::ids;
+
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn repo_root() -> PathBuf {
@@ -66,14 +69,6 @@ fn reference() -> serde_json::Value {
     let p =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2-gguf-reference.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]

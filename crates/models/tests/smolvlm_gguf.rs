@@ -21,6 +21,9 @@ use vidlm_models::{
     load_model, Clip, GenerationParams, LoadOptions, ModelError, VideoFrame, VisionLanguageModel,
 };
 
+mod common;
+use common::rel_diff;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -93,19 +96,6 @@ fn run(model: &mut dyn VisionLanguageModel) -> Run {
         logits: pl.logits,
         tokens: g.token_ids,
     }
-}
-
-/// max |a - b| / max(1, max |b|) over every prompt position's logits.
-fn rel_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-    let m = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    d.to_scalar::<f32>().unwrap() / m.max(1.0)
 }
 
 fn compare(kind: &str, dequantize: bool) -> (f32, bool) {

@@ -27,6 +27,9 @@ use vidlm_models::{
     load_model, Clip, GenerationParams, LoadOptions, ModelError, VideoFrame, VisionLanguageModel,
 };
 
+mod common;
+use common::{ids, max_abs, rel_diff};
+
 const NAME: &str = "smolvlm2-256m-tiny-k";
 const QUANTS: [&str; 2] = ["Q4_K_M", "Q4_K_S"];
 
@@ -49,28 +52,6 @@ fn reference_json() -> serde_json::Value {
 
 fn reference_tensors() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(dir().join("k-reference.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-/// max |a - b| / max(1, max |b|).
-fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap()) / max_abs(b).max(1.0)
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]
