@@ -23,21 +23,25 @@ const TILE_BLOCK: usize = 24;
 /// arithmetic so the loops calling it vectorize.
 #[inline(always)]
 fn exp_nonpos(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Below this the result is under f32's normal range; softmax weights that small are zero.
-    let x = x.max(-87.0);
-    // Round to nearest with the 1.5 * 2^23 trick (no libm call, so the loop vectorizes).
-    const MAGIC: f32 = 12_582_912.0;
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let x = x.max(EXP_MIN);
+    let n = (x * std::f32::consts::LOG2_E + EXP_MAGIC) - EXP_MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = EXP_POLY.iter().fold(1.0 / 720.0, |p, &c| p * r + c);
     p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
+
+/// Below this `exp` is under f32's normal range; softmax weights that small are zero.
+const EXP_MIN: f32 = -87.0;
+/// 1.5 * 2^23: adding it rounds to the nearest integer (no libm call, so loops vectorize).
+const EXP_MAGIC: f32 = 12_582_912.0;
+/// ln 2 in two parts, so `x - n ln2` keeps its low bits.
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+/// The Taylor coefficients of `exp(r)` after the leading 1/720, highest degree first (Horner).
+const EXP_POLY: [f32; 6] = [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+/// The tanh GELU's constants: `sqrt(2 / pi)` and the cubic term's weight.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044715;
 
 /// Lanes of the manual reductions: strict f32 sums and maxima do not vectorize on their own (the
 /// compiler may not reorder them), so each lane keeps its own partial result.
@@ -88,22 +92,12 @@ fn softmax_row_generic(row: &mut [f32], scale: f32) {
 /// through `exp(-2|y|)` so it never overflows.
 #[inline(always)]
 fn gelu_tanh_generic(dst: &mut [f32], src: &[f32]) {
-    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
     for (d, &x) in dst.iter_mut().zip(src) {
-        let y = C * x * (1.0 + 0.044715 * x * x);
+        let y = GELU_C * x * (1.0 + GELU_CUBIC * x * x);
         let e = exp_nonpos(-2.0 * y.abs());
         let t = (1.0 - e) / (1.0 + e);
         let t = if y < 0.0 { -t } else { t };
         *d = 0.5 * x * (1.0 + t);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(row: &mut [f32], scale: f32) {
-    let inv = 1.0 / avx2::exp_row(row, scale);
-    for x in row.iter_mut() {
-        *x *= inv;
     }
 }
 
@@ -112,30 +106,24 @@ unsafe fn softmax_row_avx2(row: &mut [f32], scale: f32) {
 /// the softmax range never needs, so the auto-vectorized loops ran about twice the instructions.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::{EXP_MAGIC, EXP_MIN, EXP_POLY, GELU_C, GELU_CUBIC, LN2_HI, LN2_LO};
     use std::arch::x86_64::*;
 
     /// [`super::exp_nonpos`] on 8 lanes: the same range reduction and polynomial, with FMA.
     #[inline(always)]
     pub(super) unsafe fn exp_nonpos8(x: __m256) -> __m256 {
-        const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
-        let t = _mm256_fmadd_ps(
-            x,
-            _mm256_set1_ps(std::f32::consts::LOG2_E),
-            _mm256_set1_ps(MAGIC),
-        );
-        let n = _mm256_sub_ps(t, _mm256_set1_ps(MAGIC));
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+        let magic = _mm256_set1_ps(EXP_MAGIC);
+        let x = _mm256_max_ps(x, _mm256_set1_ps(EXP_MIN));
+        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), magic);
+        let n = _mm256_sub_ps(t, magic);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
         let mut p = _mm256_set1_ps(1.0 / 720.0);
-        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        for c in EXP_POLY {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         // t's low mantissa bits hold n (|n| <= 126 here): 2^n from bits, no float-to-int convert.
-        let ni = _mm256_sub_epi32(
-            _mm256_castps_si256(t),
-            _mm256_castps_si256(_mm256_set1_ps(MAGIC)),
-        );
+        let ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
         let pow = _mm256_slli_epi32::<23>(_mm256_add_epi32(ni, _mm256_set1_epi32(127)));
         _mm256_mul_ps(p, _mm256_castsi256_ps(pow))
     }
@@ -204,6 +192,15 @@ mod avx2 {
         sum
     }
 
+    /// [`super::softmax_row_generic`]: [`exp_row`], then the division by the sum.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_row(row: &mut [f32], scale: f32) {
+        let inv = 1.0 / exp_row(row, scale);
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+
     /// [`super::silu_mul_generic`] on 8 lanes at a time (the tail through the scalar form).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
@@ -234,9 +231,9 @@ mod avx2 {
         while i + 8 <= n {
             let x = _mm256_loadu_ps(src.as_ptr().add(i));
             let x2 = _mm256_mul_ps(x, x);
-            let inner = _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044715), one);
-            let y = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.797_884_6)), inner);
-            // exp(-2|y|): |y| with the sign bit cleared, then negated by setting it.
+            let inner = _mm256_fmadd_ps(x2, _mm256_set1_ps(GELU_CUBIC), one);
+            let y = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(GELU_C)), inner);
+            // exp(-2|y|): setting y's sign bit gives -|y|.
             let neg2abs = _mm256_mul_ps(_mm256_or_ps(y, sign), _mm256_set1_ps(2.0));
             let e = exp_nonpos8(neg2abs);
             let t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
@@ -250,25 +247,13 @@ mod avx2 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_tanh_avx2(dst: &mut [f32], src: &[f32]) {
-    avx2::gelu_tanh(dst, src)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_row_avx2(row: &mut [f32], scale: f32) -> f32 {
-    avx2::exp_row(row, scale)
-}
-
 /// [`exp_row_generic`] on the widest code path this CPU has: attention divides its outputs by
 /// the sum instead (`head_dim` values a row, not one per key).
 fn exp_row(row: &mut [f32], scale: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { exp_row_avx2(row, scale) };
+        return unsafe { avx2::exp_row(row, scale) };
     }
     exp_row_generic(row, scale)
 }
@@ -278,7 +263,7 @@ pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { softmax_row_avx2(row, scale) };
+        return unsafe { avx2::softmax_row(row, scale) };
     }
     softmax_row_generic(row, scale)
 }
@@ -287,7 +272,7 @@ fn gelu_tanh_slice(dst: &mut [f32], src: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { gelu_tanh_avx2(dst, src) };
+        return unsafe { avx2::gelu_tanh(dst, src) };
     }
     gelu_tanh_generic(dst, src)
 }
@@ -428,19 +413,13 @@ fn silu_mul_generic(g: &mut [f32], u: &[f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
-    avx2::silu_mul(g, u)
-}
-
 /// `g = silu(g) * u` over two slices of one length (the decode step's and the prompt's MLP).
 pub(crate) fn silu_mul_slice(g: &mut [f32], u: &[f32]) {
     debug_assert_eq!(g.len(), u.len());
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { silu_mul_avx2(g, u) };
+        return unsafe { avx2::silu_mul(g, u) };
     }
     silu_mul_generic(g, u)
 }
