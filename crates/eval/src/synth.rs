@@ -385,7 +385,7 @@ fn make(task: &str, k: usize, rng: &mut SplitMix) -> (Scene, Value) {
         }
         "absent" => {
             let cs = colours(rng, 4);
-            let present = k % 2 == 0;
+            let present = k.is_multiple_of(2);
             let shown = if present { &cs[..3] } else { &cs[1..4] };
             let spots = cells(&s, rng, 3);
             for (&c, &(x, y, side)) in shown.iter().zip(&spots) {

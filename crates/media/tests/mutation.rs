@@ -136,7 +136,7 @@ fn options(i: usize) -> SampleOptions {
     let mut o = SampleOptions::new(s.parse().unwrap());
     o.mode = modes[(i / 48) % modes.len()];
     // Mostly small output; sometimes the display size, as a damaged header says it.
-    o.size = (i % 13 != 0).then_some((32, 32));
+    o.size = (!i.is_multiple_of(13)).then_some((32, 32));
     if s == "all" {
         o.max_frames = Some(30);
     }

@@ -1,6 +1,7 @@
-//! Prompt-side projections `x @ w.t()` (a 512-row prompt, the SmolVLM2-256M text model's weight
-//! shapes): our panel path (`qgemv::prompt_matmul_f16`, f16 weights decoded a panel at a time
-//! and multiplied by `panel_gemm`'s AVX2 tiles) against candle's matmul on the same weights
+//! Prompt-side projections `x @ w.t()` (the SmolVLM2-256M text model's weight shapes on a
+//! 512-row prompt, its vision tower's on 1024 patches): our panel path
+//! (`qgemv::prompt_matmul_f16`, f16 weights decoded a panel at a time and multiplied by
+//! `panel_gemm`'s AVX-512 or AVX2 tiles) against candle's matmul on the same weights
 //! already in f32 (the `gemm` crate over candle's thread pool, no conversion at all), alternating,
 //! 7 rounds; prints GFLOP/s and ours / candle's time per shape.
 //!
@@ -14,9 +15,19 @@ use candle_core::{DType, Device, Tensor};
 
 fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    let m = 512;
-    println!("rows x cols   ours GFLOP/s  candle f32 GFLOP/s  ours/candle time");
-    for &(n, k) in &[(1536usize, 576usize), (576, 1536), (576, 576), (192, 576)] {
+    println!("m    x  n   x k      ours GFLOP/s  candle f32 GFLOP/s  ours/candle time");
+    // A 512-token prompt through the text model's projections, then one 512x512 tile (1024
+    // patches) through the vision tower's.
+    let shapes = [
+        (512usize, 1536usize, 576usize),
+        (512, 576, 1536),
+        (512, 576, 576),
+        (512, 192, 576),
+        (1024, 768, 768),
+        (1024, 3072, 768),
+        (1024, 768, 3072),
+    ];
+    for &(m, n, k) in &shapes {
         let x = (Tensor::arange(0f32, (m * k) as f32, &dev)? * 0.37)?
             .sin()?
             .reshape((1, m, k))?;
@@ -56,7 +67,7 @@ fn main() -> candle_core::Result<()> {
         };
         let (a, b) = (med(ours), med(theirs));
         println!(
-            "{n:>4} x {k:<6} {:>10.1} {:>19.1} {:>17.2}",
+            "{m:>4} x {n:>4} x {k:<6} {:>10.1} {:>19.1} {:>17.2}",
             flop / a / 1e9,
             flop / b / 1e9,
             a / b

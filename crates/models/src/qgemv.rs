@@ -1013,8 +1013,8 @@ fn blocks_to_f32<T: candle_core::quantized::k_quants::GgmlType>(
 ) -> bool {
     let size = std::mem::size_of::<T>();
     if size != block_bytes
-        || bytes.len() % size != 0
-        || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0
+        || !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
         || bytes.len() / size * T::BLCK_SIZE != out.len()
     {
         return false;

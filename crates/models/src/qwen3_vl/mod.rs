@@ -269,10 +269,12 @@ impl Config {
                 t.head_dim() / 2
             ));
         }
-        if t.num_attention_heads % t.kv_heads() != 0 {
+        if !t.num_attention_heads.is_multiple_of(t.kv_heads()) {
             return Err("num_attention_heads is not a multiple of num_key_value_heads".into());
         }
-        if v.hidden_size % v.num_heads != 0 || (v.hidden_size / v.num_heads) % 4 != 0 {
+        if !v.hidden_size.is_multiple_of(v.num_heads)
+            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
+        {
             return Err("vision head_dim must be a multiple of 4 (2-D rope)".into());
         }
         let side = (v.num_position_embeddings as f64).sqrt() as usize;

@@ -511,7 +511,7 @@ impl Processor {
             list.push((rgb, f.pts));
         }
         let (nw, nh) = size.ok_or_else(|| ModelError::Input("no frames".into()))?;
-        while list.len() % tp != 0 {
+        while !list.len().is_multiple_of(tp) {
             let last = *list.last().expect("non-empty");
             list.push(last);
         }

@@ -183,13 +183,13 @@ impl Config {
             ));
         }
         let side = v.image_size / v.patch_size;
-        if self.scale_factor == 0 || side % self.scale_factor != 0 {
+        if self.scale_factor == 0 || !side.is_multiple_of(self.scale_factor) {
             return Err(format!(
                 "patch grid {side} is not a multiple of scale_factor {}",
                 self.scale_factor
             ));
         }
-        if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {
+        if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err("vision hidden_size is not a multiple of num_attention_heads".into());
         }
         if v.hidden_act != "gelu_pytorch_tanh" {
@@ -201,7 +201,7 @@ impl Config {
         let t = &self.text_config;
         if t.num_attention_heads == 0
             || t.kv_heads() == 0
-            || t.num_attention_heads % t.kv_heads() != 0
+            || !t.num_attention_heads.is_multiple_of(t.kv_heads())
         {
             return Err("text num_attention_heads is not a multiple of num_key_value_heads".into());
         }
@@ -407,7 +407,7 @@ impl VisionTower {
         let (b, n, d) = x.dims3()?;
         let side = (n as f64).sqrt().round() as usize;
         let s = self.scale;
-        if side * side != n || side % s != 0 {
+        if side * side != n || !side.is_multiple_of(s) {
             return Err(ModelError::Input(format!(
                 "{n} vision tokens do not form a square grid divisible by {s}"
             )));
