@@ -6,6 +6,7 @@
 #   vision  one 512x512 image through the vision tower + connector (ms), f16 and q8_0 mmproj (ours:
 #           benches/smolvlm_gguf.rs; llama.cpp: llama-mtmd-cli's encode-time log lines, -lv 4),
 #           with the tower's GFLOP/s against this machine's f32 matmul peak (candle's and torch's)
+#           and its FMA peak (fused multiply-adds on registers alone, benches/smolvlm_gguf.rs)
 #   video   16 frames through llama.cpp's video path (--video, ffmpeg) vs `vidlm ask` on the same clip:
 #           vision seconds, and end to end (load + decode + vision + prefill + 16 tokens, wall seconds)
 # llama.cpp tiles every image: an idefics3 image is an overview tile plus a grid of 512 px slices (a
@@ -253,14 +254,17 @@ for name, mine in [("SmolLM2-135M-Instruct.Q4_1", ["smollm2-135m q4_1 qgemv", "s
                 f"ours: {how}; llama.cpp on the file's own type", rate=True)
 
 # vision
-ours_vis, flops, peak_candle = {}, None, None
+ours_vis, flops, peak_candle, peak_fma = {}, None, None, float("nan")
 for ln in read(f"{R}/smolvlm_gguf.txt").splitlines():
     m = re.match(r"(gguf \S+(?: dequantized)?|safetensors f32)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", ln)
     if m:
         ours_vis[m.group(1)] = float(m.group(4)) * 1e3
-    m = re.search(r"([\d.]+) GFLOP per .*peak ([\d.]+) GFLOP/s", ln)
+    m = re.search(r"([\d.]+) GFLOP per .*matmul peak ([\d.]+) GFLOP/s", ln)
     if m:
         flops, peak_candle = float(m.group(1)), float(m.group(2))
+    m = re.search(r"FMA peak ([\d.]+) GFLOP/s", ln)
+    if m:
+        peak_fma = float(m.group(1))
 peak_torch = float(read(f"{R}/torch-peak.txt") or "nan")
 # llama.cpp's encode timings: "encoding mtmd batch, n_chunks = K" ... "mtmd batch encoding done in
 # N ms" (this commit: K tiles of 64 tokens per batch), or "image slice encoded in N ms" (older ones).
@@ -344,12 +348,15 @@ for line, o, t, unit, ratio, note in rows:
 if flops:
     print()
     print(f"vision tower + connector: {flops} GFLOP per 512x512 tile; f32 matmul peak {peak_candle} GFLOP/s "
-          f"(candle) / {peak_torch} GFLOP/s (torch), {threads} threads")
+          f"(candle) / {peak_torch} GFLOP/s (torch); FMA peak {peak_fma} GFLOP/s (registers only), "
+          f"{threads} threads")
     peak = max(peak_candle, peak_torch if peak_torch == peak_torch else 0)
     for name, ms in ours_vis.items():
         g = flops / ms * 1e3
-        print(f"  vidlm {name:24} {g:7.1f} GFLOP/s  {100 * g / peak:5.1f}% of the peak")
+        print(f"  vidlm {name:24} {g:7.1f} GFLOP/s  {100 * g / peak:5.1f}% of the matmul peak  "
+              f"{100 * g / peak_fma:5.1f}% of the FMA peak")
     for q, ms in mtmd_tile.items():
         g = flops / ms * 1e3
-        print(f"  llama.cpp {q.lower():20} {g:7.1f} GFLOP/s  {100 * g / peak:5.1f}% of the peak")
+        print(f"  llama.cpp {q.lower():20} {g:7.1f} GFLOP/s  {100 * g / peak:5.1f}% of the matmul peak  "
+              f"{100 * g / peak_fma:5.1f}% of the FMA peak")
 PY

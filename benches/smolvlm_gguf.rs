@@ -14,7 +14,8 @@
 //!
 //! It also prints the vision tower's arithmetic (GFLOP per 512x512 frame, counted from the config:
 //! every matmul as 2 flops per multiply-add) and each line's achieved GFLOP/s, against this
-//! machine's f32 matmul peak measured here with candle's matmul (the gemm crate the tower runs on).
+//! machine's f32 matmul peak measured here with candle's matmul (the gemm crate the tower runs on)
+//! and against its arithmetic ceiling: fused multiply-adds on registers alone, on every thread.
 //!
 //! ```text
 //! cargo bench --workspace --bench smolvlm_gguf
@@ -84,6 +85,57 @@ fn matmul_peak() -> (f64, String) {
         }
     }
     best
+}
+
+/// This machine's f32 arithmetic ceiling (GFLOP/s), which no matmul can pass: each of candle's
+/// threads runs twelve independent chains of 8-lane fused multiply-adds on registers (no memory
+/// traffic), best of 3. NaN off x86-64 or without AVX2 and FMA.
+fn fma_peak() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// `n` rounds of 12 FMAs of 8 lanes on registers; the sum keeps them from being removed.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn chains(n: u64, a: f32) -> f32 {
+            use std::arch::x86_64::*;
+            let (b, c) = (_mm256_set1_ps(a), _mm256_set1_ps(1e-4));
+            let mut acc: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(i as f32));
+            for _ in 0..n {
+                for v in &mut acc {
+                    *v = _mm256_fmadd_ps(*v, b, c);
+                }
+            }
+            let mut out = [0f32; 8];
+            let sum = acc
+                .iter()
+                .fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
+            _mm256_storeu_ps(out.as_mut_ptr(), sum);
+            out.iter().sum()
+        }
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return f64::NAN;
+        }
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let n = 50_000_000u64;
+        let mut best = 0f64;
+        for _ in 0..3 {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    // SAFETY: AVX2 and FMA checked above.
+                    s.spawn(|| {
+                        std::hint::black_box(unsafe { chains(n, std::hint::black_box(0.999)) })
+                    });
+                }
+            });
+            let flop = (threads as u64 * n * 12 * 8 * 2) as f64;
+            best = best.max(flop / t.elapsed().as_secs_f64() / 1e9);
+        }
+        best
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    f64::NAN
 }
 
 fn measure(model: &mut SmolVlm, load_s: f64, repeats: usize, vision_only: bool) -> Line {
@@ -207,6 +259,7 @@ fn main() {
         lines.push((name, measure(&mut m, load, repeats, vision_only)));
     }
     let (peak, shape) = matmul_peak();
+    let fma = fma_peak();
     println!(
         "threads {}, repeats {repeats}; ratio = line / safetensors f32 (time; tokens/s inverted)",
         candle_core::utils::get_num_threads()
@@ -230,14 +283,15 @@ fn main() {
         );
     }
     println!(
-        "vision tower + connector: {:.1} GFLOP per {side}x{side} frame; f32 matmul peak {peak:.1} GFLOP/s (candle, {shape})",
+        "vision tower + connector: {:.1} GFLOP per {side}x{side} frame; f32 matmul peak {peak:.1} GFLOP/s (candle, {shape}); FMA peak {fma:.1} GFLOP/s (registers only)",
         flops / 1e9,
     );
     for (name, l) in &lines {
         let g = flops / l.vision_s / 1e9;
         println!(
-            "vision GFLOP/s {name:24} {g:8.1}  ({:.0}% of the matmul peak)",
-            100.0 * g / peak
+            "vision GFLOP/s {name:24} {g:8.1}  ({:.0}% of the matmul peak, {:.0}% of the FMA peak)",
+            100.0 * g / peak,
+            100.0 * g / fma
         );
     }
 }
