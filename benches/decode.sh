@@ -2,7 +2,7 @@
 # Decode benchmark: vidlm-media's Sampler (decode + sample + RGB 384x384) against the ffmpeg CLI
 # in the same run, on the 55 s trailer and (when present or fetchable) the 10-minute film.
 #
-#   bash benches/decode.sh [--reps N] [--mode auto|sequential|seek] [--only fps:1,frames:64,keyframes,all] [FILE...]
+#   bash benches/decode.sh [--reps N] [--mode auto|sequential|seek|parallel] [--only fps:1,frames:64,keyframes,all] [FILE...]
 #
 # Default files: samples/bbb-trailer-720p-55s.mp4, /tmp/bbb-720p-596s.mp4 (fetched with
 # ../shared/media/fetch-long.sh when missing; skipped with a note when that fails) and its

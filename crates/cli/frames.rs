@@ -38,7 +38,7 @@ pub struct Args {
     /// Stream index to decode (as `vidlm probe` lists them); default: the best video stream.
     #[arg(long)]
     pub stream: Option<usize>,
-    /// auto (choose per file), seek or sequential; all give the same frames.
+    /// auto (choose per file), seek, sequential or parallel; all give the same frames.
     #[arg(long, default_value = "auto", value_parser = parse_mode)]
     pub mode: DecodeMode,
 }
@@ -95,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         size: args.size,
         stream: args.stream,
         mode: args.mode,
+        workers: None,
     };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)

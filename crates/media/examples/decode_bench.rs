@@ -51,37 +51,28 @@ fn time_ffmpeg(file: &str, vf: &str, reps: usize) -> f64 {
 /// Frames' (timestamp, index) of one run, to compare two files' results.
 type FrameList = Vec<(f64, Option<u64>)>;
 
-fn time_ours(
+/// One run of the sampler: seconds, frames decoded, seeks, the frames returned.
+fn run_ours(
     file: &str,
     strategy: &str,
-    mode: DecodeMode,
-    reps: usize,
-) -> (f64, usize, u64, u64, FrameList) {
-    let mut last = (0, 0, 0);
+    (mode, workers): (DecodeMode, Option<usize>),
+) -> (f64, u64, u64, FrameList) {
+    let t = Instant::now();
+    let opts = SampleOptions {
+        size: Some((384, 384)),
+        mode,
+        workers,
+        ..SampleOptions::new(strategy.parse().expect("strategy"))
+    };
+    let mut s = Sampler::open(&Input::parse(file), opts).expect("open");
     let mut list = Vec::new();
-    let runs = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            let opts = SampleOptions {
-                size: Some((384, 384)),
-                mode,
-                ..SampleOptions::new(strategy.parse().expect("strategy"))
-            };
-            let mut s = Sampler::open(&Input::parse(file), opts).expect("open");
-            let mut n = 0;
-            list.clear();
-            for f in s.by_ref() {
-                let f = f.expect("frame");
-                std::hint::black_box(f.rgb.len());
-                list.push((f.pts, f.index));
-                n += 1;
-            }
-            let st = s.stats();
-            last = (n, st.decoded, st.seeks);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    (median(runs), last.0, last.1, last.2, list)
+    for f in s.by_ref() {
+        let f = f.expect("frame");
+        std::hint::black_box(f.rgb.len());
+        list.push((f.pts, f.index));
+    }
+    let st = s.stats();
+    (t.elapsed().as_secs_f64(), st.decoded, st.seeks, list)
 }
 
 fn main() {
@@ -91,10 +82,22 @@ fn main() {
         reps = args[i + 1].parse().expect("--reps N");
         args.drain(i..i + 2);
     }
-    // `--mode sequential|seek|auto`: the sampler's seek-or-decode choice (auto by default).
-    let mut mode = DecodeMode::Auto;
+    // `--mode auto,sequential`: the sampler's decode modes (auto by default), each timed, the
+    // runs alternating so that the machine's drift hits them alike.
+    let mut modes = vec![(DecodeMode::Auto, None)];
     if let Some(i) = args.iter().position(|a| a == "--mode") {
-        mode = args[i + 1].parse().expect("--mode auto|sequential|seek");
+        modes = args[i + 1]
+            .split(',')
+            .map(|m| match m {
+                // `auto` on one decoder: what `auto` did before chunks (the baseline for them).
+                "serial" => (DecodeMode::Auto, Some(1)),
+                m => (
+                    m.parse()
+                        .expect("--mode auto|serial|sequential|seek|parallel[,...]"),
+                    None,
+                ),
+            })
+            .collect();
         args.drain(i..i + 2);
     }
     // `--only fps:1,keyframes`: a subset of the strategies (and only their baselines).
@@ -145,17 +148,54 @@ fn main() {
             if !wanted(strategy) {
                 continue;
             }
-            let (t, n, decoded, seeks, list) = time_ours(file, strategy, mode, reps);
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+            let mut last = vec![(0, 0, Vec::new()); modes.len()];
+            for _ in 0..reps {
+                for (m, &mode) in modes.iter().enumerate() {
+                    let (t, decoded, seeks, list) = run_ours(file, strategy, mode);
+                    runs[m].push(t);
+                    last[m] = (decoded, seeks, list);
+                }
+            }
+            let first = median(runs[0].clone());
+            for (m, &mode) in modes.iter().enumerate() {
+                let (decoded, seeks, list) = &last[m];
+                let t = median(runs[m].clone());
+                let n = list.len();
+                let name = match mode {
+                    (DecodeMode::Auto, Some(1)) => "serial".to_string(),
+                    (m, _) => format!("{m:?}").to_lowercase(),
+                };
+                let tag = if modes.len() > 1 {
+                    format!(" [{name}]")
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  vidlm {strategy:<10} {t:8.3} s  {n:5} frames ({decoded} decoded, {seeks} seeks)  ratio vs ffmpeg {bname}: {:.3} ({:.1}x {}){tag}",
+                    t / baseline,
+                    if t < baseline { baseline / t } else { t / baseline },
+                    if t < baseline { "faster" } else { "slower" }
+                );
+                if m > 0 {
+                    let same = list.len() == last[0].2.len()
+                        && list.iter().zip(&last[0].2).all(|(x, y)| x == y);
+                    println!(
+                        "    {name} / first mode: {:.3}; {}",
+                        t / first,
+                        if same {
+                            "same frames"
+                        } else {
+                            "DIFFERENT frames"
+                        }
+                    );
+                }
+            }
+            let list = last.swap_remove(0).2;
             match results.last_mut() {
                 Some((f, v)) if f == file => v.push((strategy.to_string(), list)),
                 _ => results.push((file.clone(), vec![(strategy.to_string(), list)])),
             }
-            println!(
-                "  vidlm {strategy:<10} {t:8.3} s  {n:5} frames ({decoded} decoded, {seeks} seeks)  ratio vs ffmpeg {bname}: {:.3} ({:.1}x {})",
-                t / baseline,
-                if t < baseline { baseline / t } else { t / baseline },
-                if t < baseline { "faster" } else { "slower" }
-            );
         }
     }
     // The same video in two containers: the same frames.

@@ -99,11 +99,13 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    /// Opens `input`, picks the stream (given or best video) and opens a threaded decoder.
+    /// Opens `input`, picks the stream (given or best video) and opens a decoder with
+    /// `threads` threads (0 = one per core).
     pub(crate) fn open(
         input: &Input,
         stream: Option<usize>,
         keyframes_only: bool,
+        threads: usize,
     ) -> Result<Source, MediaError> {
         let ictx = input.open()?;
         // What FFmpeg logged while opening (e.g. a refused transport it then replaced) is not
@@ -138,7 +140,7 @@ impl Source {
         // frame threading. thread_count 0 = one per core.
         unsafe {
             let p = ctx.as_mut_ptr();
-            (*p).thread_count = 0;
+            (*p).thread_count = i32::try_from(threads).unwrap_or(0);
             (*p).thread_type = ffi::FF_THREAD_FRAME | ffi::FF_THREAD_SLICE;
             // A damaged header must not make the decoder allocate gigabytes: twice 8K UHD.
             (*p).max_pixels = 2 * 7680 * 4320;

@@ -13,6 +13,8 @@ use crate::probe::MediaInfo;
 use crate::scene::SceneDetector;
 use crate::timeline::{self, Domain, KeyPoint, Timeline};
 
+mod parallel;
+
 /// One sampled frame.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampledFrame {
@@ -112,6 +114,9 @@ pub struct SamplerStats {
     pub seeks: u64,
     /// Frames returned.
     pub returned: u64,
+    /// Chunks of the window decoded side by side ([`DecodeMode::Parallel`]); 0 when one
+    /// decoder did all the work.
+    pub chunks: u64,
 }
 
 /// Most frames a decoder reorders (H.264's limit), for keyframe times only known by decode time.
@@ -127,6 +132,7 @@ const SEEK_COST_FRAMES: i64 = 24;
 
 /// Upcoming targets of `fps:N` / `frames:N`, in ticks relative to the first frame: for each,
 /// the first frame shown at or after it.
+#[derive(Clone)]
 enum Targets {
     /// `from + k * step` seconds for k = 0.. while below `count`.
     Grid {
@@ -239,6 +245,8 @@ pub struct Sampler {
     done: bool,
     warnings: Vec<String>,
     stats: SamplerStats,
+    /// Chunks decoded on worker threads ([`DecodeMode::Parallel`]), when in use.
+    par: Option<parallel::Parallel>,
 }
 
 impl Sampler {
@@ -256,7 +264,7 @@ impl Sampler {
     pub fn open(input: &Input, opts: SampleOptions) -> Result<Sampler, MediaError> {
         opts.validate()?;
         let keyframes_only = opts.strategy == SamplingStrategy::Keyframes;
-        let mut src = Source::open(input, opts.stream, keyframes_only)?;
+        let mut src = Source::open(input, opts.stream, keyframes_only, 0)?;
         let tb = (src.facts.tb_num, src.facts.tb_den);
         let wants_times = matches!(opts.strategy, SamplingStrategy::Frames(_))
             || (matches!(opts.strategy, SamplingStrategy::Fps(_)) && opts.max_frames.is_some());
@@ -461,6 +469,7 @@ impl Sampler {
             done: false,
             warnings: Vec::new(),
             stats: SamplerStats::default(),
+            par: None,
             opts,
             src,
         };
@@ -472,6 +481,7 @@ impl Sampler {
         {
             s.kf_interval = s.estimate_keyframe_interval();
         }
+        s.par = parallel::start(&s, input);
         tracing::debug!(
             "{}: stream {}, {} frames scanned, keyframe interval {:?} s, seekable {}, mode {:?}",
             s.src.name,
@@ -507,7 +517,8 @@ impl Sampler {
     /// Work done so far.
     pub fn stats(&self) -> SamplerStats {
         SamplerStats {
-            decoded: self.src.frames_out,
+            decoded: self.src.frames_out + self.par.as_ref().map_or(0, |p| p.decoded),
+            chunks: self.par.as_ref().map_or(0, |p| p.chunks),
             ..self.stats
         }
     }
@@ -843,6 +854,9 @@ impl Sampler {
                 self.reach(self.from, true)?;
             }
         }
+        if self.par.is_some() {
+            return self.next_chunked();
+        }
         if self.targets.is_some() {
             return self.next_target();
         }
@@ -880,6 +894,35 @@ impl Sampler {
                 continue;
             }
             return self.emit(t).map(Some);
+        }
+    }
+
+    /// The next frame from the chunk workers ([`DecodeMode::Parallel`]).
+    fn next_chunked(&mut self) -> Result<Option<SampledFrame>, MediaError> {
+        loop {
+            let Some(par) = self.par.as_mut() else {
+                return Ok(None);
+            };
+            match par.next() {
+                parallel::Next::Frame(t, f) => {
+                    self.last_emitted = Some(t);
+                    self.stats.returned += 1;
+                    return Ok(Some(f));
+                }
+                parallel::Next::Failed(e) => return Err(e),
+                parallel::Next::Chunk {
+                    seeks,
+                    read_error,
+                    warnings,
+                } => {
+                    self.stats.seeks += seeks;
+                    self.warnings.extend(warnings);
+                    if read_error.is_some() {
+                        self.src.read_error = read_error;
+                    }
+                }
+                parallel::Next::End => return Ok(None),
+            }
         }
     }
 

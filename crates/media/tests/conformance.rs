@@ -5,7 +5,7 @@
 //! (an independent reference: FFmpeg's own demux + decode, not our code):
 //!
 //! - counts exactly, timestamps within half a frame, frame indices and keyframe flags;
-//! - seek, sequential and automatic decoding give identical frames, pixels included;
+//! - seek, sequential, automatic and parallel decoding give identical frames, pixels included;
 //! - a few frames' pixels against the ffmpeg CLI's decode (`select=eq(n,I)`, rgb24);
 //! - the same clip through a pipe (non-seekable, like standard input) gives the same frames.
 //!
@@ -185,7 +185,12 @@ struct Case {
     modes: &'static [DecodeMode],
 }
 
-const ALL_MODES: &[DecodeMode] = &[DecodeMode::Sequential, DecodeMode::Seek, DecodeMode::Auto];
+const ALL_MODES: &[DecodeMode] = &[
+    DecodeMode::Sequential,
+    DecodeMode::Seek,
+    DecodeMode::Auto,
+    DecodeMode::Parallel,
+];
 const AUTO: &[DecodeMode] = &[DecodeMode::Auto];
 const SCENE_T: f64 = 0.3;
 
@@ -199,7 +204,11 @@ fn cases() -> Vec<Case> {
         modes,
     };
     vec![
-        c("all", Want::All, &[DecodeMode::Sequential]),
+        c(
+            "all",
+            Want::All,
+            &[DecodeMode::Sequential, DecodeMode::Parallel],
+        ),
         c("keyframes", Want::Keyframes, AUTO),
         Case {
             from: 21,
@@ -210,7 +219,11 @@ fn cases() -> Vec<Case> {
         c("fps:0.4", Want::Fps(2, 5), ALL_MODES),
         c("frames:6", Want::Frames(6), ALL_MODES),
         c("frames:1", Want::Frames(1), AUTO),
-        c("frames:500", Want::Frames(500), AUTO),
+        c(
+            "frames:500",
+            Want::Frames(500),
+            &[DecodeMode::Auto, DecodeMode::Parallel],
+        ),
         Case {
             from: 13,
             to: Some(37),
@@ -224,14 +237,18 @@ fn cases() -> Vec<Case> {
         Case {
             from: 25,
             to: Some(35),
-            ..c("all", Want::All, AUTO)
+            ..c("all", Want::All, &[DecodeMode::Auto, DecodeMode::Parallel])
         },
         Case {
             max: Some(4),
             ..c(
                 "fps:3",
                 Want::Fps(3, 1),
-                &[DecodeMode::Sequential, DecodeMode::Seek],
+                &[
+                    DecodeMode::Sequential,
+                    DecodeMode::Seek,
+                    DecodeMode::Parallel,
+                ],
             )
         },
         c("scene:0.3", Want::Scene, AUTO),
@@ -390,12 +407,13 @@ enum Via {
     Pipe,
 }
 
+/// Frames of one run, and the chunks it was decoded in (0: one decoder).
 fn sample_clip(
     path: &Path,
     via: Via,
     case: &Case,
     mode: DecodeMode,
-) -> Result<Vec<SampledFrame>, MediaError> {
+) -> (Result<Vec<SampledFrame>, MediaError>, u64) {
     let opts = SampleOptions {
         from: case.from as f64 / 10.0,
         to: case.to.map(|t| t as f64 / 10.0),
@@ -404,7 +422,13 @@ fn sample_clip(
         ..SampleOptions::new(case.strategy.parse().unwrap())
     };
     match via {
-        Via::File => Sampler::open(&Input::from(path), opts)?.collect(),
+        Via::File => match Sampler::open(&Input::from(path), opts) {
+            Ok(mut s) => {
+                let got = s.by_ref().collect();
+                (got, s.stats().chunks)
+            }
+            Err(e) => (Err(e), 0),
+        },
         Via::Pipe => {
             use std::os::fd::AsRawFd;
             let mut cat = Command::new("cat")
@@ -418,7 +442,7 @@ fn sample_clip(
             drop(cat.stdout.take());
             let _ = cat.kill();
             let _ = cat.wait();
-            got
+            (got, 0)
         }
     }
 }
@@ -524,6 +548,7 @@ fn conformance_matrix() {
     let cases = cases();
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let runs = AtomicUsize::new(0);
+    let (parallel_runs, chunked_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let next = AtomicUsize::new(0);
     let stats: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
     let threads = std::thread::available_parallelism()
@@ -552,7 +577,13 @@ fn conformance_matrix() {
                         let modes = if via == Via::Pipe { AUTO } else { case.modes };
                         for &mode in modes {
                             runs.fetch_add(1, Ordering::Relaxed);
-                            let got = sample_clip(&path, via, case, mode);
+                            let (got, chunks) = sample_clip(&path, via, case, mode);
+                            if mode == DecodeMode::Parallel {
+                                parallel_runs.fetch_add(1, Ordering::Relaxed);
+                                if chunks >= 2 {
+                                    chunked_runs.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                             let tag = format!(
                                 "{}{} from {} to {:?} max {:?} {mode:?}",
                                 if via == Via::Pipe { "pipe: " } else { "" },
@@ -602,12 +633,18 @@ fn conformance_matrix() {
         }
     });
     let failures = failures.into_inner().unwrap();
+    let (parallel_runs, chunked_runs) = (parallel_runs.into_inner(), chunked_runs.into_inner());
     println!(
-        "conformance: {} clips, {} cases, {} sampler runs, {:.1} s on {threads} threads",
+        "conformance: {} clips, {} cases, {} sampler runs ({chunked_runs} of the {parallel_runs} parallel ones split into chunks), {:.1} s on {threads} threads",
         names.len(),
         cases.len(),
         runs.load(Ordering::Relaxed),
         t0.elapsed().as_secs_f64()
+    );
+    // Parallel decoding is only checked where it splits: most clips have keyframes to split at.
+    assert!(
+        chunked_runs * 2 >= parallel_runs,
+        "only {chunked_runs} of {parallel_runs} parallel runs split the window"
     );
     assert!(
         failures.is_empty(),

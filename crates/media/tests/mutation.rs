@@ -131,7 +131,12 @@ fn options(i: usize) -> SampleOptions {
         "scene:0.3",
         "fps:3",
     ];
-    let modes = [DecodeMode::Auto, DecodeMode::Seek, DecodeMode::Sequential];
+    let modes = [
+        DecodeMode::Auto,
+        DecodeMode::Seek,
+        DecodeMode::Sequential,
+        DecodeMode::Parallel,
+    ];
     let s = strategies[(i / 8) % strategies.len()];
     let mut o = SampleOptions::new(s.parse().unwrap());
     o.mode = modes[(i / 48) % modes.len()];
