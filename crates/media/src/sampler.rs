@@ -419,15 +419,7 @@ impl Sampler {
                 };
                 let ticks = picks
                     .into_iter()
-                    .map(|j| {
-                        let i = range.start + j;
-                        // Just after the frame before, so that the chosen frame is "the first
-                        // at or after" its target even if its decoded time differs by a tick.
-                        match i.checked_sub(1) {
-                            Some(p) => tl.times[p] + 1,
-                            None => tl.times[i] - tl.frame_ticks / 2,
-                        }
-                    })
+                    .map(|j| tl.target_of(range.start + j))
                     .collect();
                 Some(Targets::List { ticks, i: 0 })
             }
@@ -847,15 +839,16 @@ impl Sampler {
         if self.done || !self.budget_left() {
             return Ok(None);
         }
+        if self.par.is_some() {
+            // The workers seek for themselves; this sampler's own decoder stays put.
+            return self.next_chunked();
+        }
         if !self.started {
             self.started = true;
             // Targets seek by themselves; the other strategies start at `from`.
             if self.targets.is_none() && self.from > 0 {
                 self.reach(self.from, true)?;
             }
-        }
-        if self.par.is_some() {
-            return self.next_chunked();
         }
         if self.targets.is_some() {
             return self.next_target();
@@ -910,13 +903,8 @@ impl Sampler {
                     return Ok(Some(f));
                 }
                 parallel::Next::Failed(e) => return Err(e),
-                parallel::Next::Chunk {
-                    seeks,
-                    read_error,
-                    warnings,
-                } => {
+                parallel::Next::Chunk { seeks, read_error } => {
                     self.stats.seeks += seeks;
-                    self.warnings.extend(warnings);
                     if read_error.is_some() {
                         self.src.read_error = read_error;
                     }

@@ -201,6 +201,15 @@ impl Timeline {
         a..b.max(a)
     }
 
+    /// The target (relative ticks) whose first frame at or after it is frame `i`: just after
+    /// the frame before, so that frame `i` is picked even if its decoded time differs by a tick.
+    pub(crate) fn target_of(&self, i: usize) -> i64 {
+        match i.checked_sub(1) {
+            Some(p) => self.times[p] + 1,
+            None => self.times[i] - self.frame_ticks / 2,
+        }
+    }
+
     /// The last keyframe at or before relative time `t` (the first keyframe when none is).
     pub(crate) fn key_before(&self, t: i64) -> usize {
         self.keys.iter().rposition(|k| k.time <= t).unwrap_or(0)

@@ -52,13 +52,12 @@ enum Msg {
     Done(Report),
 }
 
-/// Work and warnings of one chunk.
+/// Work of one chunk, and where the input ended early.
 #[derive(Default)]
 struct Report {
     decoded: u64,
     seeks: u64,
     read_error: Option<String>,
-    warnings: Vec<String>,
 }
 
 struct Job {
@@ -104,11 +103,10 @@ pub(super) struct Parallel {
 pub(super) enum Next {
     Frame(i64, SampledFrame),
     Failed(MediaError),
-    /// A chunk ended; its seeks, warnings and read error (a truncated input) for the sampler.
+    /// A chunk ended; its seeks and read error (a truncated input) for the sampler.
     Chunk {
         seeks: u64,
         read_error: Option<String>,
-        warnings: Vec<String>,
     },
     End,
 }
@@ -138,9 +136,8 @@ pub(super) fn start(s: &Sampler, input: &Input) -> Option<Parallel> {
     let min_span = if forced {
         0
     } else {
-        let secs = |t: i64| (i128::from(t) * i128::from(s.tb.0)) as f64 / s.tb.1 as f64;
         let span = (last - first) / (workers as i64 * CHUNKS_PER_WORKER);
-        span.max((MIN_AUTO_CHUNK_SECS / secs(1).max(f64::MIN_POSITIVE)) as i64)
+        span.max((MIN_AUTO_CHUNK_SECS / s.seconds(1).max(f64::MIN_POSITIVE)) as i64)
     };
     let lookahead = 2 * workers;
     let (w, h) = s.opts.size.unwrap_or_else(|| {
@@ -182,12 +179,8 @@ pub(super) fn start(s: &Sampler, input: &Input) -> Option<Parallel> {
                 ));
             }
         }
-        // Just after the frame before, as `frames:N` aims (see `Sampler::open`), but not before
-        // the chunk: its worker would seek to the keyframe before that.
-        let tick = match i.checked_sub(1) {
-            Some(p) => tl.times[p] + 1,
-            None => tl.times[i] - tl.frame_ticks / 2,
-        };
+        // Not before the chunk: its worker would seek to the keyframe before that.
+        let tick = tl.target_of(i);
         cur.ticks.push(tick.max(cur.from));
     }
     cur.to = s.to;
@@ -297,7 +290,6 @@ impl Parallel {
                 Next::Chunk {
                     seeks: r.seeks,
                     read_error: r.read_error,
-                    warnings: r.warnings,
                 }
             }
             Err(_) => {
@@ -400,7 +392,6 @@ fn work(base: &Base, jobs: &Receiver<Job>) {
             decoded: s.src.frames_out - start.0,
             seeks: s.stats.seeks - start.1,
             read_error: s.src.read_error.clone(),
-            warnings: std::mem::take(&mut s.warnings),
         };
         if job.tx.send(Msg::Done(report)).is_err() {
             return;
